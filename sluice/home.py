@@ -1,0 +1,97 @@
+"""The project home: every piece of local state lives under one folder.
+
+`.sluice/` in the current directory by default; `SLUICE_HOME` moves it.
+Nothing here touches the disk at import time: paths are computed, folders are
+made by whoever writes into them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Home:
+    """Paths of the project home (`.sluice/` unless `SLUICE_HOME` says otherwise)."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, root: str | os.PathLike[str] | None = None) -> Home:
+        """The home at `root`, else `$SLUICE_HOME`, else `./.sluice`."""
+        chosen = root or os.environ.get("SLUICE_HOME") or ".sluice"
+        return cls(Path(chosen).expanduser().resolve())
+
+    # -- data ---------------------------------------------------------------
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def clean(self) -> Path:
+        return self.root / "clean"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits"
+
+    @property
+    def runs(self) -> Path:
+        """Per-run outputs: reports, checkpoints, plots, models kept locally."""
+        return self.root / "runs"
+
+    # -- services -----------------------------------------------------------
+    @property
+    def prefect(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def mlflow(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow / "artifacts"
+
+    @property
+    def gx(self) -> Path:
+        return self.root / "gx"
+
+    @property
+    def labelstudio(self) -> Path:
+        return self.root / "labelstudio"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def service_env(self) -> dict[str, str]:
+        """Environment that keeps Prefect, MLflow and friends inside the home, not `$HOME`."""
+        return {
+            "SLUICE_HOME": str(self.root),
+            "PREFECT_HOME": str(self.prefect),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.prefect / 'prefect.db'}",
+            "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect / "storage"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true",
+            "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", self.mlflow_tracking_uri),
+            "GIT_PYTHON_REFRESH": "quiet",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "MPLCONFIGDIR": str(self.root / "matplotlib"),
+            "XDG_CACHE_HOME": str(self.root / "cache"),
+        }

@@ -1,0 +1,205 @@
+"""Local services on loopback: start in the background, remember, reuse, stop.
+
+State files under `<home>/services/<name>.json` record the pid and URL, so a second
+`sluice run` reuses the Prefect server the first one started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sluice.home import Home
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServiceError(RuntimeError):
+    """A local service did not come up; the message points at its log."""
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    url: str
+    health_url: str
+    log: str
+
+    def healthy(self) -> bool:
+        return _pid_alive(self.pid) and http_ok(self.health_url)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URLs we built
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def free_port(preferred: int | None = None) -> int:
+    """`preferred` when nothing listens there, else a free port the OS picks."""
+    if preferred:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((LOOPBACK, preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def _state_path(home: Home, name: str) -> Path:
+    return home.root / "services" / f"{name}.json"
+
+
+def read_service(home: Home, name: str) -> Service | None:
+    """The recorded service when it is still alive and healthy."""
+    path = _state_path(home, name)
+    if not path.is_file():
+        return None
+    try:
+        service = Service(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None
+    return service if service.healthy() else None
+
+
+def start_service(
+    home: Home,
+    name: str,
+    command: list[str],
+    *,
+    url: str,
+    health_url: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> Service:
+    """Start `command` detached, wait for `health_url`, and record it.
+
+    Raises:
+        ServiceError: it exited or did not answer within `timeout` seconds.
+    """
+    home.logs.mkdir(parents=True, exist_ok=True)
+    log_path = home.logs / f"{name}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own command line
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # survives the CLI; stopped with `sluice stop`
+        )
+    service = Service(name=name, pid=process.pid, url=url, health_url=health_url, log=str(log_path))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError(f"{name} exited with code {process.returncode} while starting; see {log_path}")
+        if http_ok(health_url):
+            path = _state_path(home, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(asdict(service)))
+            return service
+        time.sleep(0.5)
+    process.terminate()
+    raise ServiceError(f"{name} did not become healthy at {health_url} within {timeout:.0f} s; see {log_path}")
+
+
+def stop_service(home: Home, name: str, *, grace: float = 15.0) -> bool:
+    """SIGTERM the recorded service (then SIGKILL); True when something was stopped."""
+    path = _state_path(home, name)
+    if not path.is_file():
+        return False
+    try:
+        service = Service(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        path.unlink()
+        return False
+    path.unlink()
+    if not _pid_alive(service.pid):
+        return False
+    try:
+        os.killpg(service.pid, signal.SIGTERM)
+    except OSError:
+        os.kill(service.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _pid_alive(service.pid):
+        time.sleep(0.2)
+        try:
+            os.waitpid(service.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    if _pid_alive(service.pid):
+        os.killpg(service.pid, signal.SIGKILL)
+    return True
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def ensure_prefect_server(home: Home, *, port: int = 4200) -> Service:
+    """The project's Prefect server (SQLite under the home), started in the background when not running."""
+    running = read_service(home, "prefect")
+    if running:
+        return running
+    chosen = free_port(port)
+    url = f"http://{LOOPBACK}:{chosen}"
+    env = {k: v for k, v in home.service_env().items() if k.startswith("PREFECT_")}
+    env.pop("PREFECT_API_URL", None)
+    return start_service(
+        home,
+        "prefect",
+        [_bin("prefect"), "server", "start", "--host", LOOPBACK, "--port", str(chosen), "--analytics-off"],
+        url=url,
+        health_url=f"{url}/api/health",
+        env=env,
+        timeout=180,
+    )
+
+
+def ensure_mlflow_ui(home: Home, tracking_uri: str, *, port: int = 5000) -> Service:
+    """An MLflow UI over the project's tracking store."""
+    running = read_service(home, "mlflow")
+    if running:
+        return running
+    chosen = free_port(port)
+    url = f"http://{LOOPBACK}:{chosen}"
+    home.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    return start_service(
+        home,
+        "mlflow",
+        [
+            _bin("mlflow"), "server",
+            "--backend-store-uri", tracking_uri,
+            "--default-artifact-root", home.mlflow_artifacts.as_uri(),
+            "--host", LOOPBACK, "--port", str(chosen), "--workers", "1",
+        ],
+        url=url,
+        health_url=f"{url}/health",
+        env={"MLFLOW_TRACKING_URI": tracking_uri},
+        timeout=180,
+    )

@@ -1,0 +1,246 @@
+"""MLflow: the one module that talks to tracking and the model registry.
+
+Runs, params, metrics, dataset inputs, artifacts, the servable model, registry
+versions, tags and aliases all go through here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVING_FILE = Path(__file__).with_name("serving.py")
+INFERENCE_CODE = REPO_ROOT / "tasks"
+_PARAM_BATCH = 100  # MLflow accepts at most 100 params per batch call
+_MAX_PARAM_CHARS = 6000
+
+
+class TrackingError(RuntimeError):
+    """MLflow could not be reached or refused a write; the message says where and what to do."""
+
+
+@dataclass
+class RegisteredVersion:
+    model_name: str
+    version: str
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    tracking_uri: str
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+    existing: bool = False
+    """True when identical inputs had already produced this version (nothing new was logged)."""
+
+
+def _mlflow() -> Any:
+    # Imported lazily: `import mlflow` costs seconds and sets up logging handlers.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow
+
+    return mlflow
+
+
+def configure_tracking(tracking_uri: str, *, artifacts_dir: Path | None = None) -> str:
+    """Point MLflow's tracking and registry at `tracking_uri` (SQLite folders are created)."""
+    mlflow = _mlflow()
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return tracking_uri
+
+
+def ensure_experiment(name: str, *, artifacts_dir: Path | None) -> str:
+    """The experiment id for `name`, created with local artifact storage when new.
+
+    Raises:
+        TrackingError: the tracking server cannot be reached.
+    """
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = artifacts_dir.as_uri() if artifacts_dir else None
+        return str(client.create_experiment(name, artifact_location=location))
+    except Exception as exc:  # MlflowException, requests errors, sqlite errors: all mean "cannot write"
+        raise TrackingError(
+            f"MLflow at {mlflow.get_tracking_uri()} refused or could not be reached ({type(exc).__name__}: "
+            f"{str(exc)[:300]}). Check register.tracking_uri / MLFLOW_TRACKING_URI; the trained model and "
+            "reports are kept under the project home and can be logged later with `sluice register`."
+        ) from exc
+
+
+def _chunks(items: list[tuple[str, str]], size: int) -> Iterable[list[tuple[str, str]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def find_version_by_tag(model_name: str, key: str, value: str) -> RegisteredVersion | None:
+    """The newest registered version of `model_name` carrying tag key=value, if any."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}' and tag.{key} = '{value}'")
+    except Exception:  # registry model absent: no version
+        return None
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: int(v.version))
+    return _describe_version(newest, existing=True)
+
+
+def _describe_version(version: Any, *, existing: bool = False) -> RegisteredVersion:
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    run = client.get_run(version.run_id)
+    return RegisteredVersion(
+        model_name=version.name,
+        version=str(version.version),
+        run_id=version.run_id,
+        experiment_id=run.info.experiment_id,
+        model_uri=f"models:/{version.name}/{version.version}",
+        tracking_uri=mlflow.get_tracking_uri(),
+        tags=dict(version.tags or {}),
+        aliases=list(getattr(version, "aliases", []) or []),
+        existing=existing,
+    )
+
+
+def log_training_run(
+    *,
+    experiment: str,
+    artifacts_dir: Path | None,
+    run_name: str,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+    history: list[dict[str, float]],
+    metrics: Mapping[str, float],
+    datasets: Mapping[str, tuple[pd.DataFrame, str, str | None]],
+    artifacts: Iterable[Path],
+    predictor_dir: Path,
+    input_example: pd.DataFrame,
+    output_example: pd.DataFrame,
+    model_name: str,
+    version_tags: Mapping[str, str],
+    description: str,
+) -> RegisteredVersion:
+    """Log one training run and register its model as a new version, or raise before registering.
+
+    The version is created last, after every other write succeeded, and removed again if
+    tagging it fails: a reviewer never sees a half-registered version.
+
+    Args:
+        history: per-epoch metric dicts with an "epoch" key.
+        datasets: context ("train", "val", "test") -> (frame, source, target column).
+    """
+    mlflow = _mlflow()
+    experiment_id = ensure_experiment(experiment, artifacts_dir=artifacts_dir)
+    client = mlflow.MlflowClient()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow warns about pip inference, git and hints: noise for users
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            items = [(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in sorted(params.items())]
+            for chunk in _chunks(items, _PARAM_BATCH):
+                mlflow.log_params(dict(chunk))
+            mlflow.set_tags(dict(tags))
+            for row in history:
+                step = int(row.get("epoch", 0))
+                mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            for context, (frame, source, target) in datasets.items():
+                dataset = mlflow.data.from_pandas(frame, source=source, name=context, targets=target)
+                mlflow.log_input(dataset, context=context)
+            for path in artifacts:
+                if path.is_dir():
+                    mlflow.log_artifacts(str(path), artifact_path=path.name)
+                elif path.is_file():
+                    mlflow.log_artifact(str(path), artifact_path="reports")
+            signature = _signature(input_example, output_example)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(SERVING_FILE),
+                artifacts={"predictor": str(predictor_dir)},
+                code_paths=[str(INFERENCE_CODE)],
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=_serving_requirements(),
+            )
+            run_id = run.info.run_id
+    try:
+        registered = mlflow.register_model(info.model_uri, model_name, tags=dict(version_tags))
+    except Exception as exc:
+        raise TrackingError(
+            f"run {run_id} was logged but registering model {model_name!r} failed: {exc}. "
+            "Register it later from the run's `model` artifact."
+        ) from exc
+    try:
+        client.update_model_version(model_name, registered.version, description=description)
+    except Exception as exc:
+        client.delete_model_version(model_name, registered.version)
+        raise TrackingError(f"version {registered.version} of {model_name} could not be described: {exc}") from exc
+    return _describe_version(client.get_model_version(model_name, registered.version))
+
+
+def _signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
+    from mlflow.models import infer_signature
+
+    return infer_signature(example, output)
+
+
+def _serving_requirements() -> list[str]:
+    import numpy
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"pandas=={pd.__version__}", f"numpy=={numpy.__version__}"]
+
+
+def set_alias(model_name: str, alias: str, version: str) -> None:
+    _mlflow().MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+def delete_alias(model_name: str, alias: str) -> None:
+    _mlflow().MlflowClient().delete_registered_model_alias(model_name, alias)
+
+
+def version_for_alias(model_name: str, alias: str) -> RegisteredVersion | None:
+    """The version holding `alias`, or None when the alias (or the model) does not exist."""
+    client = _mlflow().MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except Exception:
+        return None
+    return _describe_version(version)
+
+
+def set_version_tags(model_name: str, version: str, tags: Mapping[str, str]) -> None:
+    client = _mlflow().MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+
+
+def load_model(model_uri: str) -> Any:
+    """A pyfunc model by URI (`models:/name@champion`)."""
+    return _mlflow().pyfunc.load_model(model_uri)
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return dict(_mlflow().MlflowClient().get_run(run_id).data.metrics)
+
+
+def log_json(run_id: str, payload: Mapping[str, Any], artifact_file: str) -> None:
+    _mlflow().MlflowClient().log_dict(run_id, json.loads(json.dumps(payload, default=str)), artifact_file)

@@ -1,0 +1,206 @@
+"""Clean: text normalisation, missing values, exact duplicates and outliers, all from config.
+
+Steps run in that order. A removed row goes to quarantine with the step and the reason;
+rows in = rows kept + rows quarantined is checked before returning.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.quarantine import check_conservation, concat_quarantine, quarantine_rows, summarise_quarantine
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+class MissingPolicy(BaseModel):
+    """What to do with a missing value in one column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["drop", "impute"] = "drop"
+    strategy: Literal["constant", "median", "mean", "mode"] = "constant"
+    value: str | float | int | None = None
+    """The constant to impute with (strategy: constant)."""
+
+
+class OutlierRule(BaseModel):
+    """Quarantine numeric values far from the bulk of a column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    method: Literal["iqr", "zscore"] = "iqr"
+    k: float = 3.0
+    """IQR: outside [Q1 - k*IQR, Q3 + k*IQR]. z-score: |z| > k."""
+
+
+class CleanConfig(BaseModel):
+    """The clean stage's steps. Column names refer to the snapshot's columns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    normalize_text: list[str] = Field(default_factory=list)
+    """Text columns to normalise: unicode NFC, whitespace collapsed, ends stripped."""
+    missing: dict[str, MissingPolicy] = Field(default_factory=dict)
+    """Per column; an empty string (after normalisation) counts as missing."""
+    dedupe_on: list[str] | None = None
+    """Columns whose equal values make rows duplicates; None = every data column; [] = no dedupe."""
+    outliers: list[OutlierRule] = Field(default_factory=list)
+
+
+@dataclass
+class CleanResult:
+    data: pd.DataFrame
+    quarantine: pd.DataFrame
+    rows_in: int
+    imputed: dict[str, int]
+
+    @property
+    def rows_kept(self) -> int:
+        return len(self.data)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return len(self.quarantine)
+
+    def summary_markdown(self) -> str:
+        lines = [
+            "### Clean",
+            "",
+            f"- rows in: **{self.rows_in}**, kept: **{self.rows_kept}**, quarantined: **{self.rows_quarantined}**",
+        ]
+        if self.imputed:
+            lines.append("- imputed: " + ", ".join(f"{c}: {n}" for c, n in self.imputed.items()))
+        counts = summarise_quarantine(self.quarantine)
+        if not counts.empty:
+            lines += ["", "| step | reason | rows |", "|---|---|---|"]
+            lines += [f"| {r.step} | {r.reason} | {r.rows} |" for r in counts.itertuples()]
+        return "\n".join(lines)
+
+
+def normalize_text(values: pd.Series) -> pd.Series:
+    """Unicode NFC, runs of whitespace as one space, ends stripped; missing stays missing."""
+
+    def _one(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", value)).strip()
+
+    return values.map(_one)
+
+
+def _data_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in ("item_id", "source_file", "source_row")]
+
+
+def _require(df: pd.DataFrame, column: str, setting: str) -> None:
+    if column not in df.columns:
+        raise ValueError(
+            f'column "{column}" named in clean.{setting} is missing from the snapshot; available columns: '
+            f"{', '.join(map(str, _data_columns(df)))}. Fix clean.{setting} in the pipeline config."
+        )
+
+
+def _missing_mask(values: pd.Series) -> pd.Series:
+    mask = values.isna()
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        mask |= values.astype("str").str.len().eq(0) & values.notna()
+    return mask
+
+
+def _impute_value(values: pd.Series, policy: MissingPolicy, column: str) -> object:
+    present = values[~_missing_mask(values)]
+    if policy.strategy == "constant":
+        if policy.value is None:
+            raise ValueError(
+                f"clean.missing.{column} imputes a constant but gives no value; add `value: ...` to it."
+            )
+        return policy.value
+    if policy.strategy == "mode":
+        return present.mode().iloc[0] if not present.empty else policy.value
+    numeric = pd.to_numeric(present, errors="coerce")
+    if numeric.isna().all():
+        raise ValueError(
+            f"clean.missing.{column} uses strategy {policy.strategy} but the column is not numeric; "
+            "use strategy: mode or constant."
+        )
+    return float(numeric.median() if policy.strategy == "median" else numeric.mean())
+
+
+def _outlier_mask(values: pd.Series, rule: OutlierRule) -> tuple[pd.Series, str]:
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() == 0:
+        raise ValueError(
+            f'clean.outliers names column "{rule.column}", which has no numeric values; remove the rule.'
+        )
+    if rule.method == "iqr":
+        q1, q3 = numeric.quantile(0.25), numeric.quantile(0.75)
+        low, high = q1 - rule.k * (q3 - q1), q3 + rule.k * (q3 - q1)
+        return (numeric < low) | (numeric > high), f"outside [{low:.4g}, {high:.4g}] (IQR rule, k={rule.k})"
+    std = numeric.std(ddof=0)
+    if not np.isfinite(std) or std == 0:
+        return pd.Series(False, index=values.index), ""
+    z = (numeric - numeric.mean()) / std
+    return z.abs() > rule.k, f"|z| > {rule.k} (mean {numeric.mean():.4g}, std {std:.4g})"
+
+
+def clean_frame(df: pd.DataFrame, config: CleanConfig) -> CleanResult:
+    """Apply the configured cleaning steps; removed rows go to quarantine with their reason.
+
+    Raises:
+        ValueError: a configured column is absent or a policy does not fit its column.
+    """
+    rows_in = len(df)
+    data = df.copy()
+    parts: list[pd.DataFrame] = []
+    imputed: dict[str, int] = {}
+
+    for column in config.normalize_text:
+        _require(data, column, "normalize_text")
+        data[column] = normalize_text(data[column])
+
+    for column, policy in config.missing.items():
+        _require(data, column, "missing")
+        mask = _missing_mask(data[column])
+        if not mask.any():
+            continue
+        if policy.action == "drop":
+            parts.append(quarantine_rows(data[mask], step="missing", reason=f'missing value in "{column}"'))
+            data = data[~mask]
+        else:
+            fill = _impute_value(data[column], policy, column)
+            data[column] = data[column].where(~mask, fill)
+            imputed[column] = int(mask.sum())
+
+    dedupe_on = _data_columns(data) if config.dedupe_on is None else config.dedupe_on
+    for column in dedupe_on:
+        _require(data, column, "dedupe_on")
+    if dedupe_on:
+        duplicated = data.duplicated(subset=dedupe_on, keep="first")
+        if duplicated.any():
+            first_of = data[~duplicated].assign(_key=lambda d: list(zip(*(d[c] for c in dedupe_on), strict=True)))
+            first_id = dict(zip(first_of["_key"], first_of["item_id"], strict=True))
+            dups = data[duplicated]
+            keys = list(zip(*(dups[c] for c in dedupe_on), strict=True))
+            reasons = [f"exact duplicate of item {first_id[k]} on {', '.join(dedupe_on)}" for k in keys]
+            parts.append(quarantine_rows(dups, step="dedupe", reason=reasons))
+            data = data[~duplicated]
+
+    for rule in config.outliers:
+        _require(data, rule.column, "outliers")
+        mask, why = _outlier_mask(data[rule.column], rule)
+        if mask.any():
+            parts.append(quarantine_rows(data[mask], step="outliers", reason=f'"{rule.column}" {why}'))
+            data = data[~mask]
+
+    quarantine = concat_quarantine(parts)
+    check_conservation(rows_in, len(data), len(quarantine), stage="clean")
+    return CleanResult(data=data.reset_index(drop=True), quarantine=quarantine, rows_in=rows_in, imputed=imputed)

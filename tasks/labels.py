@@ -1,0 +1,110 @@
+"""Labels: the boundary where training labels enter, from a source column or from annotation.
+
+Both sources give the same thing to the split stage: the clean rows with a `label`
+column holding one of the configured classes. Rows whose label is outside the
+classes are quarantined; rows still waiting for annotators are kept aside, counted,
+and not trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.quarantine import check_conservation, quarantine_rows, summarise_quarantine
+
+LABEL = "label"
+
+
+class LabelsConfig(BaseModel):
+    """Where labels come from and which classes exist."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["column", "annotation"] = "column"
+    column: str | None = None
+    """The source column holding labels (source: column)."""
+    classes: list[str] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _column_given(self) -> LabelsConfig:
+        if self.source == "column" and not self.column:
+            raise ValueError("labels.source is 'column' but labels.column is not set; name the label column")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"labels.classes has repeated names: {self.classes}")
+        return self
+
+
+class LabelError(ValueError):
+    """Labels cannot be resolved; the message says what to change."""
+
+
+@dataclass
+class LabelOutcome:
+    data: pd.DataFrame
+    """Rows with a `label` in the classes: what the split stage receives."""
+    quarantine: pd.DataFrame
+    awaiting: pd.DataFrame
+    """Rows with no label yet (annotation still in progress): kept aside, not lost."""
+    source: str
+    rows_in: int
+
+    def distribution(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.data[LABEL].value_counts().sort_index().items()}
+
+    def summary_markdown(self) -> str:
+        lines = [
+            f"### Labels (source: {self.source})",
+            "",
+            f"- rows in: **{self.rows_in}**, labelled: **{len(self.data)}**, "
+            f"awaiting annotation: **{len(self.awaiting)}**, quarantined: **{len(self.quarantine)}**",
+            "- distribution: " + ", ".join(f"{k}: {v}" for k, v in self.distribution().items()),
+        ]
+        counts = summarise_quarantine(self.quarantine)
+        if not counts.empty:
+            lines += ["", "| reason | rows |", "|---|---|"]
+            lines += [f"| {r.reason} | {r.rows} |" for r in counts.itertuples()]
+        return "\n".join(lines)
+
+
+def _split_by_class(df: pd.DataFrame, labels: pd.Series, classes: list[str], source: str) -> LabelOutcome:
+    rows_in = len(df)
+    labels = labels.astype("str").where(labels.notna())
+    awaiting_mask = labels.isna()
+    outside = ~awaiting_mask & ~labels.isin(classes)
+    bad = df[outside]
+    quarantine = quarantine_rows(
+        bad,
+        step="labels",
+        reason=[f'label "{v}" is not one of the classes {", ".join(classes)}' for v in labels[outside]],
+    )
+    keep = ~awaiting_mask & ~outside
+    data = df[keep].assign(**{LABEL: labels[keep]}).reset_index(drop=True)
+    awaiting = df[awaiting_mask].reset_index(drop=True)
+    check_conservation(rows_in, len(data) + len(awaiting), len(quarantine), stage="labels")
+    return LabelOutcome(data=data, quarantine=quarantine, awaiting=awaiting, source=source, rows_in=rows_in)
+
+
+def labels_from_column(df: pd.DataFrame, config: LabelsConfig) -> LabelOutcome:
+    """Labels already in the data: rows with an empty label wait, labels outside the classes are quarantined."""
+    column = config.column or ""
+    if column not in df.columns:
+        raise LabelError(
+            f'label column "{column}" (labels.column) is missing from the clean data; available columns: '
+            f"{', '.join(map(str, df.columns))}."
+        )
+    data = df.drop(columns=[LABEL]) if column != LABEL and LABEL in df.columns else df
+    return _split_by_class(data, df[column], config.classes, source=f"column {column}")
+
+
+def labels_from_annotation(df: pd.DataFrame, consensus: pd.DataFrame, config: LabelsConfig) -> LabelOutcome:
+    """Labels from the annotation stage's consensus table (`item_id`, `label`); items not in it wait."""
+    if not {"item_id", "label"} <= set(consensus.columns):
+        raise LabelError("the consensus label table needs columns item_id and label; rerun the annotation flow.")
+    by_id = consensus.drop_duplicates("item_id", keep="last").set_index("item_id")["label"]
+    labels = df["item_id"].map(by_id)
+    data = df.drop(columns=[LABEL]) if LABEL in df.columns else df
+    return _split_by_class(data, labels, config.classes, source="annotation consensus")

@@ -1,0 +1,123 @@
+"""The test stage and the run's accounting: metrics, plots, mistakes, and where every row went."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.evaluate import (
+    bootstrap_ci,
+    confusion_table,
+    evaluate_predictions,
+    most_confident_mistakes,
+    plot_confusion_matrix,
+    plot_learning_curves,
+    plot_roc_curve,
+)
+from tasks.predictor import Predictor
+from tasks.quarantine import RowsLostError
+
+HEADLINE_METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "roc_auc_ovr_macro", "log_loss"]
+
+
+@dataclass
+class TestReport:
+    metrics: dict[str, float]
+    confusion: pd.DataFrame
+    mistakes: pd.DataFrame
+    intervals: dict[str, tuple[float, float]]
+    plots: list[Path]
+    rows: int
+    output_example: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def headline(self) -> dict[str, float]:
+        return {k: self.metrics[k] for k in HEADLINE_METRICS if k in self.metrics}
+
+    def summary_markdown(self) -> str:
+        lines = [f"### Test metrics ({self.rows} rows, used once)", "", "| metric | value | 95% CI |", "|---|---|---|"]
+        for key, value in self.headline().items():
+            low_high = self.intervals.get(key)
+            ci = f"[{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else ""
+            lines.append(f"| {key} | {value:.4f} | {ci} |")
+        lines += ["", "Confusion matrix (rows: true, columns: predicted):", "", self.confusion.to_markdown()]
+        return "\n".join(lines)
+
+
+def score_test_split(
+    predictor: Predictor,
+    test: pd.DataFrame,
+    *,
+    label_col: str,
+    classes: list[str],
+    history: list[dict[str, float]],
+    out_dir: Path,
+    n_mistakes: int = 20,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> TestReport:
+    """Score the model once on the test split: metrics with bootstrap intervals, plots, confident mistakes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proba = predictor.predict_proba(test)
+    y_true = test[label_col].astype(str).tolist()
+    metrics = {k: float(v) for k, v in evaluate_predictions(y_true, proba, classes).items()}
+    predicted = [classes[i] for i in proba.argmax(axis=1)]
+    confusion = confusion_table(y_true, predicted, classes)
+    intervals = {
+        metric: bootstrap_ci(y_true, proba, classes, metric=metric, n_boot=n_boot, seed=seed)
+        for metric in ("accuracy", "f1_macro")
+    }
+    plots = [
+        plot_confusion_matrix(y_true, predicted, classes, out_dir / "confusion_matrix.png"),
+        plot_roc_curve(y_true, proba, classes, out_dir / "roc_curve.png"),
+        plot_learning_curves(history, out_dir / "learning_curves.png"),
+    ]
+    mistakes = most_confident_mistakes(test, proba, classes, label_col, n=n_mistakes)
+    mistakes.to_csv(out_dir / "confident_mistakes.csv", index=False)
+    (out_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    head = proba[:3]
+    output_example = pd.DataFrame(head, columns=[f"proba_{c}" for c in classes])
+    output_example.insert(0, "label", [classes[i] for i in head.argmax(axis=1)])
+    return TestReport(
+        metrics=metrics,
+        confusion=confusion,
+        mistakes=mistakes,
+        intervals=intervals,
+        plots=plots,
+        rows=len(test),
+        output_example=output_example,
+    )
+
+
+@dataclass
+class RowAccount:
+    """Where every raw row went: the run-level conservation check."""
+
+    rows_in: int
+    trainable: int
+    awaiting: int
+    quarantined: dict[str, int]
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    def check(self) -> None:
+        """Raises RowsLostError when rows in != trainable + awaiting + quarantined."""
+        if self.rows_in != self.trainable + self.awaiting + self.quarantined_total:
+            raise RowsLostError(
+                f"the run lost rows: {self.rows_in} in, {self.trainable} trainable + {self.awaiting} awaiting "
+                f"labels + {self.quarantined_total} quarantined. This is a bug in sluice; please report it."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "trainable": self.trainable,
+            "awaiting": self.awaiting,
+            "quarantined": self.quarantined,
+            "quarantined_total": self.quarantined_total,
+        }

@@ -1,0 +1,44 @@
+"""Root fixtures: every test runs against a throwaway project home, never the user's `.sluice/`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures.services"]
+if (Path(__file__).parent / "fixtures" / "labelstudio.py").is_file():
+    pytest_plugins.append("tests.fixtures.labelstudio")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module imports Prefect: keep its home (and everything else) out of $HOME."""
+    base = Path(tempfile.mkdtemp(prefix="sluice-tests-"))
+    os.environ["SLUICE_TEST_BASE"] = str(base)
+    os.environ["PREFECT_HOME"] = str(base / "prefect")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["SLUICE_HOME"] = str(base / "home")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test writes to $HOME or reaches outside hosts."""
+    base = tmp_path_factory.mktemp("env")
+    os.environ.setdefault("MPLCONFIGDIR", str(base / "matplotlib"))
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT

@@ -1,0 +1,45 @@
+"""Flow tests: shrunken end-to-end runs against the real services (Prefect test server, MLflow on SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sluice.home import Home
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return Home.resolve(tmp_path / "home")
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a shrunken copy of a bundled pipeline config, with overrides, into the test's folder.
+
+    Keys are `section__field`; relative suite paths are made absolute against the repository.
+    """
+
+    def _make(base: str = "rotten_tomatoes", **overrides: Any) -> Path:
+        raw = yaml.safe_load((REPO / "configs" / f"{base}.yaml").read_text())
+        for dotted, value in overrides.items():
+            node = raw
+            *parents, leaf = dotted.split("__")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        path = tmp_path / f"{base}-test.yaml"
+        for key in ("raw_suite", "clean_suite"):  # the copy lives outside the repository
+            suite = raw.get("expectations", {}).get(key)
+            if suite and not Path(suite).is_absolute():
+                raw["expectations"][key] = str(REPO / suite)
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    return _make

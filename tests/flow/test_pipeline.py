@@ -1,0 +1,82 @@
+"""The whole pipeline on a slice of the real data, under a real Prefect server and MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from sluice.home import Home
+from tasks.validate import ExpectationGateError
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+SMALL = {"demo__rows": 1500, "train__epochs": 4, "train__patience": 2}
+
+
+def test_pipeline_registers_a_version_with_lineage(
+    make_config: Callable[..., Path], home: Home, mlflow_store: str
+) -> None:
+    from flows.pipeline import pipeline
+
+    config = make_config(register__model_name="rt-flow-test", **SMALL)
+    result = pipeline(config_path=str(config), home=str(home.root))
+
+    rows = result["rows"]
+    assert rows["rows_in"] == 1500
+    assert rows["rows_in"] == rows["trainable"] + rows["awaiting"] + rows["quarantined_total"]
+    quarantine = pd.read_parquet(result["quarantine_path"])
+    assert len(quarantine) == rows["quarantined_total"] > 0
+    assert quarantine["reason"].str.len().gt(0).all()
+    assert "labels" in rows["quarantined"]  # the plot summaries are not fresh/rotten
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_store)
+    version = client.get_model_version("rt-flow-test", result["model_version"])
+    assert version.tags["sluice.snapshot_id"] == result["snapshot_id"]
+    assert version.tags["sluice.split_manifest_hash"] == result["split_manifest_hash"]
+    run = client.get_run(version.run_id)
+    assert run.data.params["train.epochs"] == "4"
+    assert run.data.params["split.strategy"] == "stratified"
+    assert run.data.tags["sluice.snapshot_id"] == result["snapshot_id"]
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    assert len(client.get_metric_history(version.run_id, "val_loss")) >= 1
+    assert sum(result["split_sizes"].values()) == rows["trainable"]
+
+    # a plain MLflow client in a fresh process serves the model from raw text
+    script = (
+        "import mlflow, pandas as pd, sys; "
+        f"m = mlflow.pyfunc.load_model('models:/rt-flow-test/{result['model_version']}'); "
+        "out = m.predict(pd.DataFrame({'text': ['a gorgeous, moving film', 'dull and lifeless']})); "
+        "print(out.to_json(orient='records'))"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    predictions = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [p["label"] in ("fresh", "rotten") for p in predictions] == [True, True]
+
+
+def test_gate_stops_a_corrupted_input_naming_the_expectation(
+    make_config: Callable[..., Path], home: Home, mlflow_store: str, tmp_path: Path
+) -> None:
+    from flows.pipeline import pipeline
+    from tasks.demo_data import rotten_tomatoes_frame
+
+    corrupted = rotten_tomatoes_frame(400)
+    corrupted.loc[corrupted.index[::7], "category"] = "banana"
+    path = tmp_path / "corrupted.csv"
+    corrupted.to_csv(path, index=False)
+    config = make_config(source__path=str(path), demo=None, register__model_name="rt-gate-test")
+
+    with pytest.raises(ExpectationGateError, match=r'expect_column_values_to_be_in_set\("category"\): \d+ bad rows'):
+        pipeline(config_path=str(config), home=str(home.root))
+    # nothing was registered for the stopped run
+    client = mlflow.MlflowClient(tracking_uri=mlflow_store)
+    assert not client.search_model_versions("name = 'rt-gate-test'")
