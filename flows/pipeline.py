@@ -1,4 +1,4 @@
-"""The whole pipeline as one Prefect flow: ingest → validate → clean → validate → labels → split → train → test → register."""
+"""The whole pipeline as one Prefect flow, stage after stage, from raw files to a registered model."""
 
 from __future__ import annotations
 
@@ -119,13 +119,13 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "prefect.flow_run_id": str(runtime.flow_run.id),
         "prefect.flow_run_url": str(runtime.flow_run.ui_url or ""),
     }
-    tracking_uri = config.register.tracking_uri or where.service_env()["MLFLOW_TRACKING_URI"]
+    tracking_uri = config.registry.tracking_uri or where.service_env()["MLFLOW_TRACKING_URI"]
     steps.tracking.configure_tracking(tracking_uri)
     version = steps.register(
         config,
         where,
         {
-            "experiment": config.register.experiment or config.name,
+            "experiment": config.registry.experiment or config.name,
             "artifacts_dir": where.mlflow_artifacts if tracking_uri.startswith("sqlite") else None,
             "run_name": f"{config.name}-{snapshot.snapshot_id[:8]}",
             "params": config.flat_params(),
@@ -141,7 +141,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             "predictor_dir": predictor_dir,
             "input_example": frames["test"][trained.predictor.input_columns].head(3).reset_index(drop=True),
             "output_example": tested.output_example,
-            "model_name": config.register.model_name,
+            "model_name": config.registry.model_name,
             "version_tags": {k: v for k, v in tags.items() if k.startswith("sluice.")},
             "description": (
                 f"Trained on snapshot `{snapshot.snapshot_id}` ({sizes}). "
@@ -157,8 +157,13 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "rows": account.to_dict(),
         "quarantine_path": str(quarantine_path),
         "expectations": [
-            {"suite": o.suite, "success": o.success, "passed": [e.label for e in o.passed],
-             "failed": [e.label for e in o.expectations if not e.success], "data_docs": o.data_docs}
+            {
+                "suite": o.suite,
+                "success": o.success,
+                "passed": [e.label for e in o.passed],
+                "failed": [e.label for e in o.expectations if not e.success],
+                "data_docs": o.data_docs,
+            }
             for o in suites
         ],
         "split_sizes": sizes,

@@ -19,8 +19,8 @@ from sluice.home import Home
 from tasks import clean as clean_stage
 from tasks import ingest as ingest_stage
 from tasks import labels as labels_stage
-from tasks import report as report_stage
 from tasks import partition as split_stage
+from tasks import report as report_stage
 from tasks import train as train_stage
 from tasks import validate as validate_stage
 from tasks.leakage import LeakageReport, leakage_report
@@ -51,9 +51,13 @@ def validate_raw(
     data = snapshot.load()
     ingest_stage.check_columns(
         data,
-        {"text": config.columns.text, "group": config.columns.group, "time": config.columns.time,
-         "label": config.labels.column if config.labels.source == "column" else None},
-        where=f"snapshot {snapshot.snapshot_id} ({', '.join(Path(str(f['path'])).name for f in snapshot.manifest['files'])})",  # type: ignore[attr-defined]
+        {
+            "text": config.columns.text,
+            "group": config.columns.group,
+            "time": config.columns.time,
+            "label": config.labels.column if config.labels.source == "column" else None,
+        },
+        where=f"snapshot {snapshot.snapshot_id} ({snapshot.source_names()})",
     )
     if not config.expectations.raw_suite:
         return data, None
@@ -99,8 +103,11 @@ def resolve_labels(
     if config.labels.source == "column":
         outcome = labels_stage.labels_from_column(data, config.labels)
     else:
-        outcome = labels_stage.labels_from_annotation(data, consensus if consensus is not None else
-                                                      pd.DataFrame({"item_id": [], "label": []}), config.labels)
+        outcome = labels_stage.labels_from_annotation(
+            data,
+            consensus if consensus is not None else pd.DataFrame({"item_id": [], "label": []}),
+            config.labels,
+        )
     publish(f"{config.name}-labels", outcome.summary_markdown(), "Labels entering training")
     return outcome
 
@@ -108,7 +115,10 @@ def resolve_labels(
 @task(name="split")
 def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split_stage.SplitOutcome, LeakageReport]:
     settings = split_stage.settings_with_columns(
-        config.split, text=config.columns.text, group=config.columns.group, time=config.columns.time,
+        config.split,
+        text=config.columns.text,
+        group=config.columns.group,
+        time=config.columns.time,
         label=labels_stage.LABEL,
     )
     outcome = split_stage.split_frame(data, settings, manifest_root=home.splits)
@@ -120,7 +130,11 @@ def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split
         time_col=settings.time_col,
         label_col=settings.label_col,
     )
-    publish(f"{config.name}-split", outcome.summary_markdown() + "\n\n" + report.to_markdown(), "Split and leakage")
+    publish(
+        f"{config.name}-split",
+        outcome.summary_markdown() + "\n\n" + report.to_markdown(),
+        "Split and leakage",
+    )
     split_stage.raise_on_leakage(report)
     return outcome, report
 
@@ -175,7 +189,8 @@ def register(config: PipelineConfig, home: Home, record: dict[str, Any]) -> trac
     publish(
         f"{config.name}-register",
         f"### Registered `{version.model_name}` version {version.version}\n\n"
-        f"- run: `{version.run_id}`\n- tracking: `{version.tracking_uri}`\n- aliases: {', '.join(version.aliases) or 'none'}",
+        f"- run: `{version.run_id}`\n- tracking: `{version.tracking_uri}`\n"
+        f"- aliases: {', '.join(version.aliases) or 'none'}",
         "MLflow model registry",
     )
     return version

@@ -63,11 +63,11 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
         f"              quarantine: {result['quarantine_path']}",
     ]
     for suite in result["expectations"]:
+        total = len(suite["passed"]) + len(suite["failed"])
         verdict = "passed" if suite["success"] else "FAILED"
-        lines.append(
-            f"  expectations {suite['suite']}: {verdict} ({len(suite['passed'])}/"
-            f"{len(suite['passed']) + len(suite['failed'])}): {', '.join(suite['passed'])}"
-        )
+        lines.append(f"  expectations {suite['suite']}: {verdict}, {len(suite['passed'])}/{total} expectations passed")
+        lines += [f"                ✓ {name}" for name in suite["passed"]]
+        lines += [f"                ✗ {name}" for name in suite["failed"]]
     sizes = ", ".join(f"{k} {v}" for k, v in result["split_sizes"].items())
     lines.append(f"  split       {sizes} (manifest {result['split_manifest_hash'][:12]})")
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result["test_metrics"].items())
@@ -81,8 +81,10 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
         lines.append(f"    Prefect UI   {prefect_url}/runs/flow-run/{result['flow_run_id']}")
     else:
         lines.append("    Prefect UI   `sluice ui`")
-    lines.append(f"    MLflow UI    `sluice ui`, then the model {result['model_name']} under Models "
-                 f"(tracking store {result['tracking_uri']})")
+    lines.append(
+        f"    MLflow UI    `sluice ui`, then the model {result['model_name']} under Models "
+        f"(tracking store {result['tracking_uri']})"
+    )
     docs = next((s["data_docs"] for s in result["expectations"] if s.get("data_docs")), None)
     if docs:
         lines.append(f"    Data Docs    {docs}")
@@ -125,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline for one dataset config")
     run.add_argument("--config", required=True, help="a pipeline config, e.g. configs/rotten_tomatoes.yaml")
     run.add_argument(
-        "--prefect", choices=["server", "ephemeral"], default="server",
+        "--prefect",
+        choices=["server", "ephemeral"],
+        default="server",
         help="server: start/reuse a local Prefect server under the home (default); ephemeral: a throwaway one",
     )
 

@@ -20,6 +20,7 @@ from tasks.clean import CleanConfig
 from tasks.consensus import ConsensusConfig
 from tasks.ingest import SourceConfig
 from tasks.labels import LabelsConfig
+from tasks.promotion import PromotionConfig
 from tasks.split import SplitConfig
 from tasks.train import TrainConfig
 
@@ -47,20 +48,6 @@ class ExpectationsConfig(BaseModel):
 
     raw_suite: str | None = None
     clean_suite: str | None = None
-
-
-class PromotionConfig(BaseModel):
-    """When a new version may take the `champion` alias."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    metric: str = "f1_macro"
-    floors: dict[str, float] = Field(default_factory=lambda: {"accuracy": 0.6})
-    """Absolute minimums on test metrics."""
-    margin: float = 0.0
-    """How much the challenger must beat the champion by on `metric` (same test set)."""
-    first_run: Literal["promote", "hold"] = "promote"
-    """With no champion yet: promote a version that passes every other gate, or hold it for review."""
 
 
 class RegisterConfig(BaseModel):
@@ -99,7 +86,7 @@ class PipelineConfig(BaseModel):
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    register: RegisterConfig
+    registry: RegisterConfig
     demo: DemoConfig | None = None
 
     # Set by load_config, not by users: where relative paths resolve, and which file this came from.

@@ -23,7 +23,8 @@ class SluiceModel(PythonModel):  # type: ignore[misc]  # mlflow ships no type in
 
         self._predictor = Predictor.load(Path(context.artifacts["predictor"]))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # No type hints on predict: MLflow would read them as a schema and warn; the signature is logged instead.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         proba = self._predictor.predict_proba(frame)
         classes = list(self._predictor.classes)

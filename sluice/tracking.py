@@ -206,7 +206,11 @@ def _serving_requirements() -> list[str]:
     import numpy
     import torch
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"pandas=={pd.__version__}", f"numpy=={numpy.__version__}"]
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={numpy.__version__}",
+    ]
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:

