@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger, runtime, task
 
 from flows import steps
+from sluice import tracking
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
 from tasks import demo_data
+from tasks.labels import LABEL, LabelOutcome
+from tasks.model_card import CardInputs, build_model_card
+from tasks.promotion import DataGates, decide_promotion, input_key
 from tasks.quarantine import concat_quarantine, write_quarantine
 from tasks.report import RowAccount
 
@@ -24,21 +30,36 @@ def prepare_demo_data(config: PipelineConfig, home: Home) -> Path:
     return demo_data.write_demo_data(config.demo.dataset, target, rows=config.demo.rows)
 
 
-def _git_commit(base_dir: Path) -> str:
+def _code_version(base_dir: Path) -> str:
+    """The git commit, marked `-dirty` when the work tree has uncommitted changes."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=base_dir, capture_output=True, text=True, timeout=5, check=False
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=base_dir, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=base_dir,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    commit = head.stdout.strip() or "unknown"
+    return f"{commit}-dirty" if dirty.stdout.strip() else commit
+
+
+def _labels_hash(labelled: LabelOutcome) -> str:
+    pairs = labelled.data[["item_id", LABEL]].sort_values("item_id").to_csv(index=False)
+    return hashlib.sha256(pairs.encode()).hexdigest()[:16]
 
 
 def _run_dir(home: Home, config: PipelineConfig) -> Path:
-    run_id = runtime.flow_run.id or "local"
-    path = home.runs / config.name / str(run_id)
-    path.mkdir(parents=True, exist_ok=True)
+    path = home.runs / config.name / str(runtime.flow_run.id or "local")
+    (path / "reports").mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _tracking_uri(config: PipelineConfig, home: Home) -> str:
+    return config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or home.mlflow_tracking_uri
 
 
 @flow(name="sluice-pipeline", log_prints=False)
@@ -48,6 +69,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     config = load_config(config_path)
     where = Home.resolve(home)
     run_dir = _run_dir(where, config)
+    tracking_uri = _tracking_uri(config, where)
 
     # --- demo data (bundled real data written under the home) -------------------------------------
     if config.demo is not None:
@@ -69,25 +91,10 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     # --- labels ------------------------------------------------------------------------------------
     labelled = steps.resolve_labels(config, gated, None)
 
-    # --- split + leakage gate ----------------------------------------------------------------------
-    split, leakage = steps.split(config, where, labelled.data)
-    frames = split.frames()
-
-    # --- train -------------------------------------------------------------------------------------
-    trained = steps.train(config, frames, run_dir)
-
-    # --- test (once) -------------------------------------------------------------------------------
-    tested = steps.test(config, trained, frames["test"], run_dir)
-
     # --- account for every row ---------------------------------------------------------------------
+    suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
     quarantine = concat_quarantine(
-        [
-            snapshot.load_quarantine(),
-            raw_outcome.quarantine if raw_outcome else pd.DataFrame(),
-            cleaned.quarantine,
-            clean_outcome.quarantine if clean_outcome else pd.DataFrame(),
-            labelled.quarantine,
-        ]
+        [snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned.quarantine, labelled.quarantine]
     )
     quarantine_path = write_quarantine(quarantine, where.root / "quarantine" / f"{snapshot.snapshot_id}.parquet")
     account = RowAccount(
@@ -98,59 +105,11 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     )
     account.check()
 
-    # --- register ----------------------------------------------------------------------------------
-    predictor_dir = run_dir / "predictor"
-    trained.predictor.save(predictor_dir)
-    leakage_path = run_dir / "reports" / "leakage_report.md"
-    leakage_path.write_text(leakage.to_markdown())
-    sizes = split.sizes()
-    suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
-    tags = {
-        "sluice.dataset": config.name,
-        "sluice.snapshot_id": snapshot.snapshot_id,
-        "sluice.split_manifest_hash": split.manifest_hash,
-        "sluice.split_sizes": ", ".join(f"{k}={v}" for k, v in sizes.items()),
-        "sluice.expectations_success": str(all(o.success for o in suites)),
-        "sluice.expectation_suites": ", ".join(o.suite for o in suites),
-        "sluice.leakage_passed": str(leakage.passed),
-        "sluice.labels_source": labelled.source,
-        "sluice.git_commit": _git_commit(config.base_dir),
-        "sluice.device": trained.device,
-        "prefect.flow_run_id": str(runtime.flow_run.id),
-        "prefect.flow_run_url": str(runtime.flow_run.ui_url or ""),
-    }
-    tracking_uri = config.registry.tracking_uri or where.service_env()["MLFLOW_TRACKING_URI"]
-    steps.tracking.configure_tracking(tracking_uri)
-    version = steps.register(
-        config,
-        where,
-        {
-            "experiment": config.registry.experiment or config.name,
-            "artifacts_dir": where.mlflow_artifacts if tracking_uri.startswith("sqlite") else None,
-            "run_name": f"{config.name}-{snapshot.snapshot_id[:8]}",
-            "params": config.flat_params(),
-            "tags": tags,
-            "history": trained.history,
-            "metrics": {f"test_{k}": v for k, v in tested.metrics.items()}
-            | {"best_epoch": trained.best_epoch, "train_samples_per_second": trained.samples_per_second},
-            "datasets": {
-                name: (frame.drop(columns=["split"]), str(snapshot.data_path), "label")
-                for name, frame in frames.items()
-            },
-            "artifacts": [run_dir / "reports", quarantine_path, split.manifest_path],
-            "predictor_dir": predictor_dir,
-            "input_example": frames["test"][trained.predictor.input_columns].head(3).reset_index(drop=True),
-            "output_example": tested.output_example,
-            "model_name": config.registry.model_name,
-            "version_tags": {k: v for k, v in tags.items() if k.startswith("sluice.")},
-            "description": (
-                f"Trained on snapshot `{snapshot.snapshot_id}` ({sizes}). "
-                f"Test: " + ", ".join(f"{k} {v:.3f}" for k, v in tested.headline().items())
-            ),
-        },
-    )
+    # --- split + leakage gate ----------------------------------------------------------------------
+    split, leakage = steps.split(config, where, labelled.data)
+    frames = split.frames()
 
-    return {
+    summary: dict[str, Any] = {
         "config": str(config.path),
         "home": str(where.root),
         "snapshot_id": snapshot.snapshot_id,
@@ -166,16 +125,144 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             }
             for o in suites
         ],
-        "split_sizes": sizes,
+        "split_sizes": split.sizes(),
         "split_manifest_hash": split.manifest_hash,
+        "run_dir": str(run_dir),
+        "flow_run_id": str(runtime.flow_run.id),
+        "tracking_uri": tracking_uri,
+    }
+
+    # --- identical inputs: report the existing version, train nothing ----------------------------------
+    code_version = _code_version(config.base_dir)
+    key = input_key(
+        snapshot_id=snapshot.snapshot_id,
+        labels_hash=_labels_hash(labelled),
+        config_hash=config.section_hash("source", "columns", "clean", "expectations", "labels", "split", "train"),
+        code_version=code_version,
+    )
+    existing = steps.find_existing(config, tracking_uri, key)
+    if existing is not None:
+        logger.info("identical inputs already produced %s v%s", existing.model_name, existing.version)
+        metrics = tracking.run_metrics(existing.run_id)
+        return summary | {
+            "existing": True,
+            "test_metrics": {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")},
+            "model_name": existing.model_name,
+            "model_version": existing.version,
+            "aliases": existing.aliases,
+            "run_id": existing.run_id,
+            "device": existing.tags.get("sluice.device", "?"),
+            "promotion": existing.tags.get("sluice.gate_summary", ""),
+        }
+
+    # --- train -------------------------------------------------------------------------------------
+    trained = steps.train(config, frames, run_dir)
+
+    # --- test (once) -------------------------------------------------------------------------------
+    tested = steps.test(config, trained, frames["test"], run_dir)
+
+    # --- promotion gate: data gates, floors, champion on the same test set ------------------------------
+    champion = steps.score_champion(config, tracking_uri, frames["test"])
+    gates = DataGates(
+        expectations_passed=all(o.success for o in suites),
+        suites=[o.suite for o in suites],
+        leakage_passed=leakage.passed,
+    )
+    decision = decide_promotion(
+        config.registry.promotion,
+        gates=gates,
+        metrics=tested.metrics,
+        champion_metrics=champion[1] if champion else None,
+        champion_version=champion[0] if champion else None,
+    )
+
+    # --- register ----------------------------------------------------------------------------------
+    predictor_dir = run_dir / "predictor"
+    trained.predictor.save(predictor_dir)
+    reports = run_dir / "reports"
+    (reports / "leakage_report.md").write_text(leakage.to_markdown())
+    (reports / "leakage_report.json").write_text(json.dumps(leakage.to_dict(), indent=2))
+    (reports / "expectations.json").write_text(json.dumps([o.to_dict() for o in suites], indent=2))
+    (reports / "promotion.md").write_text(decision.to_markdown())
+    tags = {
+        "sluice.dataset": config.name,
+        "sluice.snapshot_id": snapshot.snapshot_id,
+        "sluice.split_manifest_hash": split.manifest_hash,
+        "sluice.split_sizes": ", ".join(f"{k}={v}" for k, v in split.sizes().items()),
+        "sluice.expectations_success": str(gates.expectations_passed),
+        "sluice.expectation_suites": ", ".join(gates.suites),
+        "sluice.leakage_passed": str(leakage.passed),
+        "sluice.labels_source": labelled.source,
+        "sluice.input_key": key,
+        "sluice.git_commit": code_version,
+        "sluice.device": trained.device,
+        "prefect.flow_run_id": str(runtime.flow_run.id),
+        "prefect.flow_run_url": str(runtime.flow_run.ui_url or ""),
+    }
+    card = build_model_card(
+        CardInputs(
+            model_name=config.registry.model_name,
+            dataset=config.name,
+            snapshot_id=snapshot.snapshot_id,
+            rows=account.to_dict(),
+            label_distribution=labelled.distribution(),
+            labels_source=labelled.source,
+            split_strategy=split.settings.strategy,
+            split_sizes=split.sizes(),
+            split_manifest_hash=split.manifest_hash,
+            leakage_passed=leakage.passed,
+            leakage_findings=[f"{c.name}: {c.summary}" for c in leakage.checks if not c.skipped],
+            expectations={o.suite: o.success for o in suites},
+            metrics=tested.headline(),
+            intervals=tested.intervals,
+            decision_markdown=decision.to_markdown(),
+            champion_version=champion[0] if champion else None,
+            champion_metrics=champion[1] if champion else None,
+            training={
+                "architecture": config.train.architecture,
+                "best epoch": trained.best_epoch,
+                "device": trained.device,
+                "precision": trained.precision,
+            },
+        )
+    )
+    (reports / "model_card.md").write_text(card)
+    record = {
+        "experiment": config.registry.experiment or config.name,
+        "artifacts_dir": where.mlflow_artifacts if tracking_uri.startswith("sqlite") else None,
+        "run_name": f"{config.name}-{snapshot.snapshot_id[:8]}",
+        "params": config.flat_params(),
+        "tags": tags,
+        "history": trained.history,
+        "metrics": {f"test_{k}": v for k, v in tested.metrics.items()}
+        | {"best_epoch": float(trained.best_epoch), "train_samples_per_second": trained.samples_per_second},
+        "datasets": {
+            name: (frame.drop(columns=["split"]), str(snapshot.data_path), LABEL) for name, frame in frames.items()
+        },
+        "artifacts": [reports, quarantine_path, split.manifest_path],
+        "predictor_dir": predictor_dir,
+        "input_example": frames["test"][trained.predictor.input_columns].head(3).reset_index(drop=True),
+        "output_example": tested.output_example,
+        "model_name": config.registry.model_name,
+        "version_tags": {k: v for k, v in tags.items() if k.startswith("sluice.")},
+        "description": card,
+        "promote": decision.promote,
+        "decision_tags": decision.as_tags(),
+    }
+    # Kept on disk first: when MLflow is down the run can be registered later with `sluice register`.
+    tracking.write_pending(record, run_dir / "pending", tracking_uri=tracking_uri)
+    version = steps.register(config, tracking_uri, record)
+    (run_dir / "pending" / "pending_registration.json").rename(run_dir / "pending" / "registered.json")
+
+    return summary | {
+        "existing": False,
         "test_metrics": tested.headline(),
         "best_epoch": trained.best_epoch,
         "device": trained.device,
         "model_name": version.model_name,
         "model_version": version.version,
+        "aliases": version.aliases,
+        "promotion": decision.summary(),
         "run_id": version.run_id,
         "experiment_id": version.experiment_id,
-        "tracking_uri": version.tracking_uri,
-        "run_dir": str(run_dir),
-        "flow_run_id": str(runtime.flow_run.id),
     }

@@ -23,6 +23,7 @@ from tasks import partition as split_stage
 from tasks import report as report_stage
 from tasks import train as train_stage
 from tasks import validate as validate_stage
+from tasks.evaluate import evaluate_predictions
 from tasks.leakage import LeakageReport, leakage_report
 
 
@@ -183,14 +184,34 @@ def test(
     return report
 
 
+@task(name="find-existing-version", retries=2, retry_delay_seconds=[2, 10])
+def find_existing(config: PipelineConfig, tracking_uri: str, key: str) -> tracking.RegisteredVersion | None:
+    tracking.configure_tracking(tracking_uri)
+    return tracking.find_version_by_tag(config.registry.model_name, "sluice.input_key", key)
+
+
+@task(name="score-champion", retries=2, retry_delay_seconds=[2, 10])
+def score_champion(
+    config: PipelineConfig, tracking_uri: str, frame: pd.DataFrame
+) -> tuple[str, dict[str, float]] | None:
+    tracking.configure_tracking(tracking_uri)
+    scored = tracking.champion_proba(config.registry.model_name, frame, config.labels.classes)
+    if scored is None:
+        return None
+    version, proba = scored
+    y_true = frame[labels_stage.LABEL].astype(str).tolist()
+    return version, {k: float(v) for k, v in evaluate_predictions(y_true, proba, config.labels.classes).items()}
+
+
 @task(name="register", retries=2, retry_delay_seconds=[2, 10])
-def register(config: PipelineConfig, home: Home, record: dict[str, Any]) -> tracking.RegisteredVersion:
+def register(config: PipelineConfig, tracking_uri: str, record: dict[str, Any]) -> tracking.RegisteredVersion:
+    tracking.configure_tracking(tracking_uri)
     version = tracking.log_training_run(**record)
     publish(
         f"{config.name}-register",
         f"### Registered `{version.model_name}` version {version.version}\n\n"
         f"- run: `{version.run_id}`\n- tracking: `{version.tracking_uri}`\n"
-        f"- aliases: {', '.join(version.aliases) or 'none'}",
-        "MLflow model registry",
+        f"- aliases: {', '.join(version.aliases) or 'none'}\n\n{record['description']}",
+        "MLflow model registry: the version and its model card",
     )
     return version

