@@ -210,7 +210,7 @@ class LabelStudioClient:
             overlap_cohort_percentage=100,
             show_skip_button=True,
         )
-        return int(project.id)
+        return _require_id(project.id, "project")
 
     def progress(self, project_id: int) -> Progress:
         """Tasks, tasks labelled by `maximum_annotations` annotators, and annotations so far."""
@@ -268,7 +268,8 @@ class LabelStudioClient:
     ) -> ImportResult:
         """Import the items the project does not hold yet, in batches, with inline extras.
 
-        Safe to rerun: items whose item_id is already in a task are skipped (read first).
+        Safe to rerun: items whose item_id is already in a task are skipped (read first),
+        and so are their predictions and annotations (use push_predictions for those).
 
         Args:
             items: one row per item; `id_col` is stored as task data `item_id`.
@@ -364,24 +365,25 @@ class LabelStudioClient:
             title=f"sluice snapshot {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}",
             serialization_options={"annotations__completed_by": {"only_id": False}},
         )
+        export_id = _require_id(export.id, "export")
         deadline = time.monotonic() + timeout_s
         while True:
-            state = self._call(self._sdk.projects.exports.get, id=project_id, export_pk=export.id)
+            state = self._call(self._sdk.projects.exports.get, id=project_id, export_pk=export_id)
             if state.status == "completed":
                 break
             if state.status == "failed" or time.monotonic() > deadline:
                 raise LabelStudioError(
-                    f"Label Studio export {export.id} of project {project_id} ended as {state.status!r}; "
+                    f"Label Studio export {export_id} of project {project_id} ended as {state.status!r}; "
                     f"see the server log (<home>/logs/labelstudio.log)"
                 )
             time.sleep(0.2)
         raw = self._call(
             lambda: b"".join(
-                self._sdk.projects.exports.download(id=project_id, export_pk=export.id, export_type="JSON")
+                self._sdk.projects.exports.download(id=project_id, export_pk=export_id, export_type="JSON")
             )
         )
         # The server keeps every export file; ours lives under the home now.
-        self._call(self._sdk.projects.exports.delete, id=project_id, export_pk=export.id)
+        self._call(self._sdk.projects.exports.delete, id=project_id, export_pk=export_id)
         sha256 = hashlib.sha256(raw).hexdigest()
         dest_dir.mkdir(parents=True, exist_ok=True)
         path = dest_dir / f"labelstudio-project{project_id}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{sha256[:12]}.json"
@@ -539,7 +541,8 @@ class LabelStudioClient:
         return LabelStudioError(f"Label Studio at {self.url} answered HTTP {status}: {detail}")
 
     def _list_projects(self) -> Iterator[dict[str, Any]]:
-        for project in self._call(lambda: list(self._sdk.projects.list(page_size=1000))):
+        projects: list[Any] = self._call(lambda: list(self._sdk.projects.list(page_size=1000)))
+        for project in projects:
             yield {"id": project.id, "title": project.title, "description": project.description}
 
     def _control(self, project_id: int) -> _Control:
@@ -609,6 +612,12 @@ class LabelStudioClient:
 
     def _import_batch(self, project_id: int, batch: list[dict[str, Any]]) -> None:
         self._call(self._sdk.projects.import_tasks, id=project_id, request=batch, return_task_ids=False)
+
+
+def _require_id(value: int | None, what: str) -> int:
+    if value is None:
+        raise LabelStudioError(f"Label Studio created a {what} but returned no id; check the server log")
+    return int(value)
 
 
 def _plain(value: Any) -> Any:

@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
@@ -202,9 +203,11 @@ def start_server(settings: LabelStudioSettings, home: Home, *, template: Path | 
         (home.labelstudio / sub).mkdir(parents=True, exist_ok=True)
     port = settings.port or _free_port(settings.host)
     url = f"http://{settings.host}:{port}"
-    if _healthy(url):
+    if not _port_free(settings.host, port):
+        # Label Studio would silently move to the next port and we would poll the wrong one.
         raise LabelStudioServerError(
-            f"something already answers at {url}; stop it, or leave `port` unset to pick a free one"
+            f"port {port} on {settings.host} is busy; stop what uses it (`sluice labelstudio stop` if it is "
+            "ours), or leave `port` unset to pick a free one"
         )
     log_path = home.logs / "labelstudio.log"
     command = [
@@ -372,6 +375,15 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _healthy(url: str, timeout_s: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:  # noqa: S310 (loopback)
@@ -447,7 +459,7 @@ def _fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _read_state(path: Path) -> dict[str, object] | None:
+def _read_state(path: Path) -> dict[str, Any] | None:
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -162,6 +162,7 @@ def test_inline_annotations_export_and_parse_back(
     items = _items(20)
     sim = simulate_annotations(items, DEMO_ANNOTATORS, CLASSES, overlap=3, seed=4)
     user_ids = labelstudio_client.ensure_users(list(DEMO_ANNOTATORS))
+    assert labelstudio_client.ensure_users(list(DEMO_ANNOTATORS)) == user_ids  # no second users
     payloads = build_annotation_payloads(sim, user_ids, from_name=text_config.control_name, to_name=text_config.to_name)
     started = time.monotonic()
     result = labelstudio_client.import_items(project_id, items, "text", annotations=payloads)
@@ -313,3 +314,41 @@ def test_review_tasks_and_adjudication_round_trip(
     assert decisions.to_dict("records") == [
         {"item_id": served["data"]["item_id"], "label": "fresh", "reviewer": reviewer_email}
     ]
+
+
+@pytest.mark.labelstudio
+def test_busy_port_is_refused_not_silently_moved(
+    labelstudio_server: RunningServer, labelstudio_settings: LabelStudioSettings, tmp_path: Path
+) -> None:
+    busy = int(labelstudio_server.url.rsplit(":", 1)[1])
+    settings = labelstudio_settings.model_copy(update={"port": busy})
+    with pytest.raises(LabelStudioServerError, match=f"port {busy} on 127.0.0.1 is busy"):
+        start_server(settings, Home(tmp_path / "home"))
+
+
+def _fake_venv(tmp_path: Path, script: str) -> Path:
+    venv = tmp_path / "fake-venv"
+    (venv / "bin").mkdir(parents=True)
+    executable = venv / "bin" / "label-studio"
+    executable.write_text(f"#!/bin/sh\n{script}\n")
+    executable.chmod(0o755)
+    return venv
+
+
+@pytest.mark.parametrize(
+    ("script", "timeout_s", "expected"),
+    [
+        ("echo 'django.db.utils.OperationalError: disk full' >&2; exit 3", 30.0, "exited with code 3"),
+        ("echo 'still migrating'; sleep 30", 1.0, "was not healthy after 1 s"),
+    ],
+)
+def test_failed_start_points_at_the_log(tmp_path: Path, script: str, timeout_s: float, expected: str) -> None:
+    settings = LabelStudioSettings(venv=_fake_venv(tmp_path, script), token="ab" * 20, start_timeout_s=timeout_s)
+    home = Home(tmp_path / "home")
+    with pytest.raises(LabelStudioServerError) as err:
+        start_server(settings, home)
+    message = str(err.value)
+    assert expected in message
+    assert str(home.logs / "labelstudio.log") in message
+    assert ("disk full" in message) or ("still migrating" in message)  # the log's tail is quoted
+    assert not (home.labelstudio / "server.json").exists()
