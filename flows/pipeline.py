@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, runtime, task
 
 from flows import steps
+from flows.annotate import AnnotationOutcome, annotate_items
 from sluice import tracking
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
@@ -58,6 +60,18 @@ def _run_dir(home: Home, config: PipelineConfig) -> Path:
     return path
 
 
+def _agreement_metrics(annotated: AnnotationOutcome | None) -> dict[str, float]:
+    if annotated is None or annotated.report is None:
+        return {}
+    metrics = {"agreement_alpha": annotated.report.alpha, "annotation_coverage": annotated.coverage}
+    if annotated.report.fleiss is not None:
+        metrics["agreement_fleiss_kappa"] = annotated.report.fleiss
+    for row in annotated.report.per_annotator.itertuples():
+        # Annotators are e-mail addresses; MLflow metric names allow no "@".
+        metrics[f"agreement_kappa_{re.sub(r'[^A-Za-z0-9_.-]', '_', str(row.annotator))}"] = float(row.kappa)
+    return metrics
+
+
 def _tracking_uri(config: PipelineConfig, home: Home) -> str:
     return config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or home.mlflow_tracking_uri
 
@@ -88,8 +102,15 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     # --- clean expectations: the gate ----------------------------------------------------------------
     gated, clean_outcome = steps.validate_clean(config, where, cleaned.data, snapshot.snapshot_id)
 
+    # --- annotation: Label Studio, agreement gate, consensus (labels.source: annotation) ------------------
+    annotated = (
+        annotate_items(config, where, gated, tracking_uri=tracking_uri)
+        if config.labels.source == "annotation"
+        else None
+    )
+
     # --- labels ------------------------------------------------------------------------------------
-    labelled = steps.resolve_labels(config, gated, None)
+    labelled = steps.resolve_labels(config, gated, annotated.consensus_frame() if annotated else None)
 
     # --- account for every row ---------------------------------------------------------------------
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
@@ -104,10 +125,6 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         quarantined={str(k): int(v) for k, v in quarantine["step"].value_counts().items()},
     )
     account.check()
-
-    # --- split + leakage gate ----------------------------------------------------------------------
-    split, leakage = steps.split(config, where, labelled.data)
-    frames = split.frames()
 
     summary: dict[str, Any] = {
         "config": str(config.path),
@@ -125,12 +142,20 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             }
             for o in suites
         ],
-        "split_sizes": split.sizes(),
-        "split_manifest_hash": split.manifest_hash,
         "run_dir": str(run_dir),
         "flow_run_id": str(runtime.flow_run.id),
         "tracking_uri": tracking_uri,
+        "annotation": annotated.summary() if annotated else None,
     }
+    if annotated is not None and annotated.status == "waiting":
+        logger.info("annotation coverage %.1f%%: waiting for annotators, nothing trained", 100 * annotated.coverage)
+        return summary | {"status": "waiting"}
+
+    # --- split + leakage gate ----------------------------------------------------------------------
+    split, leakage = steps.split(config, where, labelled.data)
+    frames = split.frames()
+
+    summary |= {"split_sizes": split.sizes(), "split_manifest_hash": split.manifest_hash}
 
     # --- identical inputs: report the existing version, train nothing ----------------------------------
     code_version = _code_version(config.base_dir)
@@ -167,6 +192,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         expectations_passed=all(o.success for o in suites),
         suites=[o.suite for o in suites],
         leakage_passed=leakage.passed,
+        alpha=annotated.report.alpha if annotated and annotated.report else None,
     )
     decision = decide_promotion(
         config.registry.promotion,
@@ -199,6 +225,20 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "prefect.flow_run_id": str(runtime.flow_run.id),
         "prefect.flow_run_url": str(runtime.flow_run.ui_url or ""),
     }
+    agreement_files: list[Path] = []
+    if annotated is not None and annotated.report is not None:
+        tags |= {
+            "sluice.labelstudio_project_id": str(annotated.project_id),
+            "sluice.labelstudio_export_sha256": annotated.export_sha256,
+            "sluice.krippendorff_alpha": f"{annotated.report.alpha:.4f}",
+            "sluice.noisiest_annotator": str(annotated.noisiest),
+        }
+        agreement_files = [
+            annotated.folder / "agreement.md",
+            annotated.folder / "agreement_per_annotator.csv",
+            annotated.export_path,
+        ]
+        agreement_files += [annotated.heatmap] if annotated.heatmap else []
     card = build_model_card(
         CardInputs(
             model_name=config.registry.model_name,
@@ -207,6 +247,9 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             rows=account.to_dict(),
             label_distribution=labelled.distribution(),
             labels_source=labelled.source,
+            annotators=sorted(annotated.report.per_annotator["annotator"]) if annotated and annotated.report else [],
+            alpha=annotated.report.alpha if annotated and annotated.report else None,
+            export_hash=annotated.export_sha256 if annotated else None,
             split_strategy=split.settings.strategy,
             split_sizes=split.sizes(),
             split_manifest_hash=split.manifest_hash,
@@ -235,11 +278,12 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "tags": tags,
         "history": trained.history,
         "metrics": {f"test_{k}": v for k, v in tested.metrics.items()}
-        | {"best_epoch": float(trained.best_epoch), "train_samples_per_second": trained.samples_per_second},
+        | {"best_epoch": float(trained.best_epoch), "train_samples_per_second": trained.samples_per_second}
+        | _agreement_metrics(annotated),
         "datasets": {
             name: (frame.drop(columns=["split"]), str(snapshot.data_path), LABEL) for name, frame in frames.items()
         },
-        "artifacts": [reports, quarantine_path, split.manifest_path],
+        "artifacts": [reports, quarantine_path, split.manifest_path, *agreement_files],
         "predictor_dir": predictor_dir,
         "input_example": frames["test"][trained.predictor.input_columns].head(3).reset_index(drop=True),
         "output_example": tested.output_example,

@@ -27,14 +27,14 @@ from tasks.evaluate import evaluate_predictions
 from tasks.leakage import LeakageReport, leakage_report
 
 
-def _artifact_key(*parts: str) -> str:
+def artifact_key(*parts: str) -> str:
     raw = "-".join(parts).lower()
     return "".join(ch if ch.isalnum() else "-" for ch in raw).strip("-")[:100]
 
 
 def publish(key: str, markdown: str, description: str) -> None:
     """A markdown artifact in the Prefect UI (keys: lowercase letters, digits, dashes)."""
-    create_markdown_artifact(key=_artifact_key(key), markdown=markdown, description=description)
+    create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=description)
 
 
 @task(name="ingest", retries=1, retry_delay_seconds=2)
@@ -155,7 +155,7 @@ def train(config: PipelineConfig, frames: dict[str, pd.DataFrame], run_dir: Path
     )
     history = pd.DataFrame(result.history)
     create_table_artifact(
-        key=_artifact_key(config.name, "training-history"),
+        key=artifact_key(config.name, "training-history"),
         table=history.round(4).to_dict(orient="records"),
         description=f"Per-epoch metrics (best epoch {result.best_epoch}, device {result.device})",
     )
@@ -177,7 +177,7 @@ def test(
     publish(f"{config.name}-test", report.summary_markdown(), "Test metrics on the held-out split")
     if not report.mistakes.empty:
         create_table_artifact(
-            key=_artifact_key(config.name, "confident-mistakes"),
+            key=artifact_key(config.name, "confident-mistakes"),
             table=report.mistakes.astype(str).to_dict(orient="records"),
             description="Most confident mistakes on the test split: candidates for label review",
         )

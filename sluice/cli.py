@@ -69,6 +69,25 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
         lines.append(f"  expectations {suite['suite']}: {verdict}, {len(suite['passed'])}/{total} expectations passed")
         lines += [f"                ✓ {name}" for name in suite["passed"]]
         lines += [f"                ✗ {name}" for name in suite["failed"]]
+    annotation = result.get("annotation")
+    if annotation:
+        lines.append(
+            f"  annotation  Label Studio project {annotation['project_id']}: coverage {annotation['coverage']:.0%}, "
+            f"{annotation['counts'].get('kept', 0)} annotations kept"
+        )
+        if annotation.get("alpha") is not None:
+            lines.append(
+                f"              Krippendorff's alpha {annotation['alpha']:.3f}; noisiest annotator: "
+                f"{annotation['noisiest_annotator']}; {annotation['consensus_labels']} consensus labels, "
+                f"{annotation['adjudicated']} adjudicated, {annotation['review_queue']} in the review queue "
+                f"(project {annotation['review_project_id']})"
+            )
+    if result.get("status") == "waiting":
+        lines.append(
+            "  waiting     annotation coverage is not reached yet: nothing was trained. Annotate in Label "
+            "Studio (`sluice labelstudio start`) and run again."
+        )
+        return "\n".join(lines)
     sizes = ", ".join(f"{k} {v}" for k, v in result["split_sizes"].items())
     lines.append(f"  split       {sizes} (manifest {result['split_manifest_hash'][:12]})")
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result["test_metrics"].items())
@@ -155,6 +174,27 @@ def _review(args: argparse.Namespace, home: Home) -> int:
     return 0
 
 
+def _labelstudio(action: str, home: Home) -> int:
+    from sluice.labelstudio_server import LabelStudioServerError, LabelStudioSettings, ensure_server, stop_server
+
+    settings = LabelStudioSettings()
+    if action == "stop":
+        print("sluice: Label Studio stopped" if stop_server(home) else "sluice: Label Studio was not running")
+        return 0
+    if action == "status":
+        state = home.labelstudio / "server.json"
+        print(f"sluice: {state.read_text() if state.is_file() else 'Label Studio is not running'}")
+        return 0
+    print("sluice: starting Label Studio (first start ~90 s: database migrations)…", flush=True)
+    try:
+        server = ensure_server(settings, home)
+    except LabelStudioServerError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"sluice: Label Studio at {server.url}; log in as {settings.username} (password: see README, Annotation)")
+    return 0
+
+
 def _register_pending(run_dir: Path, home: Home) -> int:
     from sluice import tracking
 
@@ -202,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         review.add_argument("--reviewer", default=None, help="who decided (default: $USER)")
         review.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or the home's store")
 
+    labelstudio = sub.add_parser("labelstudio", help="the local Label Studio server (headless, on 127.0.0.1)")
+    labelstudio.add_argument("action", choices=["start", "stop", "status"])
+
     register = sub.add_parser("register", help="log a run kept locally because MLflow was unreachable")
     register.add_argument("run_dir", help="the run folder printed by the failed run (holds pending/)")
     cli_ops.add_commands(sub)
@@ -217,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return _stop(home)
     if args.command in ("promote", "reject"):
         return _review(args, home)
+    if args.command == "labelstudio":
+        return _labelstudio(args.action, home)
     if args.command == "register":
         return _register_pending(Path(args.run_dir), home)
     handled = cli_ops.handle(args, home)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sluice.labelstudio_server import LabelStudioSettings
 from tasks.annotations import AnnotationConfig
 from tasks.clean import CleanConfig
 from tasks.consensus import ConsensusConfig
@@ -83,6 +84,7 @@ class PipelineConfig(BaseModel):
     expectations: ExpectationsConfig = Field(default_factory=ExpectationsConfig)
     labels: LabelsConfig
     annotation: AnnotationConfig | None = None
+    labelstudio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

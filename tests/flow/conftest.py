@@ -26,7 +26,7 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
     Keys are `section__field`; relative suite paths are made absolute against the repository.
     """
 
-    def _make(base: str = "rotten_tomatoes", **overrides: Any) -> Path:
+    def _make(base: str = "rotten_tomatoes_labelled", **overrides: Any) -> Path:
         raw = yaml.safe_load((REPO / "configs" / f"{base}.yaml").read_text())
         for dotted, value in overrides.items():
             node = raw

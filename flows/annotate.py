@@ -1,0 +1,320 @@
+"""Annotation in Label Studio: sync items out, annotations in, agreement, consensus, the review queue.
+
+`annotation_sync` is its own flow (a scheduled deployment polls it); the pipeline runs the same
+stage through `annotate_items` when `labels.source` is `annotation`. While coverage is short it
+stops cleanly and reports progress; training starts only once the agreement gate passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows import steps
+from sluice import tracking
+from sluice.config import PipelineConfig, load_config
+from sluice.home import Home
+from sluice.labelstudio import ImportResult, LabelStudioClient
+from sluice.labelstudio_server import ensure_server
+from tasks.agreement import AgreementReport, agreement_report, plot_kappa_heatmap
+from tasks.annotations import AnnotationConfig, ParsedExport, compute_coverage, load_export, parse_export
+from tasks.consensus import AgreementGateError, ConsensusResult, GateDecision, check_agreement_gate, consensus_labels
+from tasks.label_config import LabelConfig, build_review_config, load_label_config
+from tasks.simulate import build_annotation_payloads, simulate_annotations
+
+URL_ENV_VAR = "SLUICE_LABEL_STUDIO_URL"  # an existing server; otherwise sluice starts its own on loopback
+
+
+@dataclass
+class AnnotationOutcome:
+    status: str
+    """"ready" (the gate passed, consensus labels written) or "waiting" (coverage not reached yet)."""
+    project_id: int
+    review_project_id: int
+    export_path: Path
+    export_sha256: str
+    counts: dict[str, int]
+    coverage: float
+    folder: Path
+    report: AgreementReport | None = None
+    decision: GateDecision | None = None
+    consensus: ConsensusResult | None = None
+    heatmap: Path | None = None
+    noisiest: str | None = None
+
+    def consensus_frame(self) -> pd.DataFrame:
+        if self.consensus is None:
+            return pd.DataFrame({"item_id": [], "label": []})
+        return self.consensus.labels
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "project_id": self.project_id,
+            "review_project_id": self.review_project_id,
+            "export_sha256": self.export_sha256,
+            "coverage": round(self.coverage, 4),
+            "counts": self.counts,
+            "alpha": None if self.report is None else round(self.report.alpha, 4),
+            "consensus_labels": None if self.consensus is None else self.consensus.n_consensus,
+            "adjudicated": None if self.consensus is None else self.consensus.n_adjudicated,
+            "review_queue": None if self.consensus is None else self.consensus.n_queued,
+            "noisiest_annotator": self.noisiest,
+            "low_agreement_annotators": [] if self.decision is None else self.decision.low_agreement_annotators,
+        }
+
+
+def _annotation_config(config: PipelineConfig) -> AnnotationConfig:
+    if config.annotation is None:
+        raise ValueError(
+            f"labels.source is 'annotation' but {config.path} has no `annotation:` section; add one "
+            "(label_config, project_identifier, overlap, …)."
+        )
+    return config.annotation
+
+
+def _client(config: PipelineConfig, home: Home, url: str) -> LabelStudioClient:
+    token = config.labelstudio.resolve_token(home)
+    return LabelStudioClient.connect(url, token)
+
+
+def _folder(home: Home, annotation: AnnotationConfig) -> Path:
+    path = home.labels / annotation.project_identifier
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@task(name="labelstudio-server", retries=2, retry_delay_seconds=[5, 15])
+def open_labelstudio(config: PipelineConfig, home: Home) -> str:
+    """The Label Studio URL: `$SLUICE_LABEL_STUDIO_URL`, else the project's own loopback server (started if needed)."""
+    return os.environ.get(URL_ENV_VAR) or ensure_server(config.labelstudio, home).url
+
+
+@task(name="label-config")
+def check_label_config(config: PipelineConfig) -> LabelConfig:
+    annotation = _annotation_config(config)
+    return load_label_config(config.resolve_path(annotation.label_config), config.labels.classes)
+
+
+@task(name="champion-suggestions", retries=2, retry_delay_seconds=[2, 10])
+def champion_suggestions(config: PipelineConfig, tracking_uri: str, items: pd.DataFrame) -> pd.DataFrame | None:
+    """Pre-annotations from the registry's `champion`, when there is one: item_id, label, score, model_version."""
+    tracking.configure_tracking(tracking_uri)
+    try:
+        scored = tracking.champion_proba(config.registry.model_name, items, config.labels.classes)
+    except tracking.TrackingError:
+        return None
+    if scored is None:
+        return None
+    version, proba = scored
+    classes = config.labels.classes
+    return pd.DataFrame(
+        {
+            "item_id": items["item_id"].astype(str).to_numpy(),
+            "label": [classes[i] for i in proba.argmax(axis=1)],
+            "score": proba.max(axis=1).round(4),
+            "model_version": f"{config.registry.model_name}-v{version}",
+        }
+    )
+
+
+@task(name="sync-out", retries=2, retry_delay_seconds=[5, 15])
+def sync_out(
+    config: PipelineConfig,
+    home: Home,
+    url: str,
+    label_config: LabelConfig,
+    items: pd.DataFrame,
+    suggestions: pd.DataFrame | None,
+) -> tuple[int, int, ImportResult]:
+    """Create or reuse the project and its review project; import the items not imported yet."""
+    annotation = _annotation_config(config)
+    client = _client(config, home, url)
+    project_id = client.ensure_project(
+        annotation.project_identifier, annotation.project_title, label_config.xml, annotation.overlap
+    )
+    review_id = client.ensure_project(
+        f"{annotation.project_identifier}-review",
+        f"{annotation.project_title} (review)",
+        build_review_config(label_config),
+        1,
+        description="Items the annotators disagreed on: pick the final label.",
+    )
+    payloads = None
+    if annotation.simulate:
+        # Demo annotators: labels drawn from the held-back reference column, imported inline in bulk.
+        reference = config.labels.column
+        if not reference or reference not in items.columns:
+            raise ValueError(
+                "annotation.simulate needs the reference labels: set labels.column to the held-back label column."
+            )
+        simulated = simulate_annotations(
+            items[["item_id", reference]].rename(columns={reference: "label"}),
+            annotation.simulator.annotators,
+            config.labels.classes,
+            overlap=annotation.overlap,
+            seed=annotation.simulator.seed,
+            mean_lead_time_s=annotation.simulator.mean_lead_time_s,
+        )
+        users = client.ensure_users(list(annotation.simulator.annotators))
+        payloads = build_annotation_payloads(
+            simulated,
+            users,
+            from_name=label_config.control_name,
+            to_name=label_config.to_name,
+            result_type=label_config.result_type,
+        )
+    result = client.import_items(
+        project_id,
+        items,
+        str(config.columns.text),
+        batch_size=annotation.batch_size,
+        predictions=suggestions,
+        annotations=payloads,
+        data_key=label_config.data_key,
+    )
+    return project_id, review_id, result
+
+
+@task(name="sync-in", retries=2, retry_delay_seconds=[5, 15])
+def sync_in(
+    config: PipelineConfig, home: Home, url: str, project_id: int, review_id: int
+) -> tuple[Path, str, ParsedExport, pd.DataFrame]:
+    """A snapshot export kept under the home with its hash, parsed; plus the reviewers' decisions."""
+    annotation = _annotation_config(config)
+    client = _client(config, home, url)
+    path, digest = client.export_snapshot(project_id, _folder(home, annotation) / "exports")
+    parsed = parse_export(
+        load_export(path, expected_sha256=digest),
+        classes=config.labels.classes,
+        overlap=annotation.overlap,
+        user_names=client.user_names(),
+    )
+    adjudicated = client.fetch_adjudications(review_id) if client.progress(review_id).annotations else None
+    return path, digest, parsed, adjudicated if adjudicated is not None else pd.DataFrame()
+
+
+@task(name="agreement")
+def measure_agreement(config: PipelineConfig, folder: Path, parsed: ParsedExport) -> tuple[AgreementReport, Path]:
+    report = agreement_report(parsed.annotations[["item_id", "annotator", "label"]])
+    heatmap = plot_kappa_heatmap(report.pairwise, folder / "kappa_heatmap.png")
+    (folder / "agreement.md").write_text(report.to_markdown())
+    report.per_annotator.to_csv(folder / "agreement_per_annotator.csv", index=False)
+    create_markdown_artifact(
+        key=steps.artifact_key(config.name, "agreement"),
+        markdown=report.to_markdown() + f"\n\nKappa heatmap: `{heatmap}`",
+        description="Inter-annotator agreement (Krippendorff's alpha, Fleiss' and Cohen's kappa)",
+    )
+    create_table_artifact(
+        key=steps.artifact_key(config.name, "agreement-per-annotator"),
+        table=report.per_annotator.round(4).astype(str).to_dict(orient="records"),
+        description="Agreement of each annotator with the leave-one-out consensus",
+    )
+    return report, heatmap
+
+
+@task(name="consensus-and-review-queue", retries=2, retry_delay_seconds=[5, 15])
+def build_consensus(
+    config: PipelineConfig,
+    home: Home,
+    url: str,
+    review_id: int,
+    parsed: ParsedExport,
+    adjudicated: pd.DataFrame,
+    items: pd.DataFrame,
+) -> ConsensusResult:
+    """Majority labels; ties and low-agreement items go to the review project with the annotators' votes."""
+    annotations = parsed.annotations[["item_id", "annotator", "label"]]
+    known = set(annotations["item_id"].astype(str))
+    usable = adjudicated[adjudicated["item_id"].astype(str).isin(known)] if not adjudicated.empty else None
+    result = consensus_labels(annotations, config.consensus, adjudicated=usable)
+    if not result.queue.empty:
+        text_col = str(config.columns.text)
+        votes = annotations.groupby("item_id")[["annotator", "label"]].apply(
+            lambda g: dict(zip(g["annotator"], g["label"], strict=True))
+        )
+        queue = result.queue[["item_id"]].merge(items[["item_id", text_col]], on="item_id", how="left")
+        queue["votes"] = queue["item_id"].map(votes)
+        _client(config, home, url).create_review_tasks(review_id, queue, text_col=text_col)
+    return result
+
+
+def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, tracking_uri: str) -> AnnotationOutcome:
+    """The annotation stage on clean items; raises AgreementGateError when agreement is too low."""
+    logger = get_run_logger()
+    annotation = _annotation_config(config)
+    folder = _folder(home, annotation)
+
+    # --- Label Studio and the labelling config ------------------------------------------------------
+    url = open_labelstudio(config, home)
+    label_config = check_label_config(config)
+
+    # --- sync out: new items, champion suggestions (and demo annotators) --------------------------------
+    suggestions = champion_suggestions(config, tracking_uri, items)
+    project_id, review_id, imported = sync_out(config, home, url, label_config, items, suggestions)
+    logger.info(
+        "Label Studio project %s: %d new tasks, %d present", project_id, imported.imported, imported.already_present
+    )
+
+    # --- sync in: snapshot export, parsed ------------------------------------------------------------
+    export_path, digest, parsed, adjudicated = sync_in(config, home, url, project_id, review_id)
+    coverage = compute_coverage(parsed.annotations, items["item_id"].astype(str).tolist(), annotation.overlap)
+    outcome = AnnotationOutcome(
+        status="waiting",
+        project_id=project_id,
+        review_project_id=review_id,
+        export_path=export_path,
+        export_sha256=digest,
+        counts=parsed.summary(),
+        coverage=coverage,
+        folder=folder,
+    )
+    if coverage < annotation.min_coverage:
+        create_markdown_artifact(
+            key=steps.artifact_key(config.name, "annotation-progress"),
+            markdown=f"### Annotation in progress\n\n{coverage:.1%} of {len(items)} items have {annotation.overlap} "
+            f"annotations; the gate needs {annotation.min_coverage:.0%}. Annotate in Label Studio: {url}/projects/"
+            f"{project_id}\n\nCounts: {json.dumps(parsed.summary())}",
+            description="Coverage not reached: the flow stopped cleanly and will look again on its next run",
+        )
+        return outcome
+
+    # --- agreement, consensus, review queue, gate ------------------------------------------------------
+    outcome.report, outcome.heatmap = measure_agreement(config, folder, parsed)
+    outcome.noisiest = (
+        str(outcome.report.per_annotator.iloc[0]["annotator"]) if len(outcome.report.per_annotator) else None
+    )
+    outcome.consensus = build_consensus(config, home, url, review_id, parsed, adjudicated, items)
+    outcome.consensus.labels.to_parquet(folder / "consensus.parquet", index=False)
+    outcome.consensus.queue.to_parquet(folder / "review_queue.parquet", index=False)
+    outcome.decision = check_agreement_gate(outcome.report, config.consensus)
+    (folder / "agreement.json").write_text(json.dumps(outcome.summary(), indent=2, default=str))
+    if not outcome.decision.passed:
+        raise AgreementGateError(outcome.decision, outcome.report.to_markdown())
+    outcome.status = "ready"
+    return outcome
+
+
+@flow(name="sluice-annotation-sync", log_prints=False)
+def annotation_sync(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None = None) -> dict[str, Any]:
+    """Sync one dataset's clean items with Label Studio and report agreement and consensus."""
+    config = load_config(config_path)
+    where = Home.resolve(home)
+
+    # --- the items: clean, validated rows of the current snapshot ---------------------------------------
+    snapshot = steps.ingest(config, where)
+    raw, _ = steps.validate_raw(config, where, snapshot)
+    cleaned = steps.clean(config, raw)
+    items, _ = steps.validate_clean(config, where, cleaned.data, snapshot.snapshot_id)
+
+    # --- annotation ----------------------------------------------------------------------------------
+    tracking_uri = config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or where.mlflow_tracking_uri
+    outcome = annotate_items(config, where, items, tracking_uri=tracking_uri)
+    return {"snapshot_id": snapshot.snapshot_id, "folder": str(outcome.folder)} | outcome.summary()

@@ -1,0 +1,136 @@
+"""The annotation stage against a real Label Studio: overlap, agreement gate, consensus, review queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from sluice.home import Home
+from sluice.labelstudio import LabelStudioClient
+from sluice.labelstudio_server import RunningServer
+from tasks.consensus import AgreementGateError
+
+pytestmark = [pytest.mark.labelstudio, pytest.mark.usefixtures("prefect_server")]
+
+ANNOTATION = {
+    "labels__source": "annotation",
+    "labels__column": "category",
+    "annotation__label_config": "label_config/text_classification.xml",
+    "annotation__project_title": "test: fresh or rotten?",
+    "annotation__overlap": 3,
+    "annotation__simulate": True,
+    "consensus__min_item_agreement": 0.7,
+    "demo__rows": 400,
+    "train__epochs": 3,
+    "train__patience": 2,
+}
+
+
+@pytest.fixture
+def use_server(labelstudio_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> RunningServer:
+    """Point the flows at the test server (as a user points them at a shared one)."""
+    monkeypatch.setenv("SLUICE_LABEL_STUDIO_URL", labelstudio_server.url)
+    monkeypatch.setenv("SLUICE_LABEL_STUDIO_TOKEN", labelstudio_server.token)
+    return labelstudio_server
+
+
+def _absolute_label_config(make_config: Callable[..., Path], **overrides: object) -> Path:
+    repo = Path(__file__).resolve().parents[2]
+    settings = dict(ANNOTATION) | overrides
+    settings["annotation__label_config"] = str(repo / str(settings["annotation__label_config"]))
+    return make_config(**settings)
+
+
+def test_pipeline_trains_on_consensus_and_queues_disputes(
+    make_config: Callable[..., Path], home: Home, mlflow_store: str, use_server: RunningServer
+) -> None:
+    from flows.pipeline import pipeline
+
+    config = _absolute_label_config(
+        make_config,
+        annotation__project_identifier="flow-consensus",
+        annotation__simulator={"annotators": {"alice": 0.02, "bruno": 0.05, "chidi": 0.2}, "seed": 3},
+        registry__model_name="rt-annotated",
+    )
+    result = pipeline(config_path=str(config), home=str(home.root))
+
+    annotation = result["annotation"]
+    assert annotation["status"] == "ready" and annotation["coverage"] == 1.0
+    assert annotation["noisiest_annotator"].startswith("chidi")
+    assert annotation["review_queue"] > 0
+    rows = result["rows"]
+    # disputed items wait for review: they are neither trained on nor lost
+    assert rows["awaiting"] == annotation["review_queue"]
+    assert rows["rows_in"] == rows["trainable"] + rows["awaiting"] + rows["quarantined_total"]
+
+    version = mlflow.MlflowClient(tracking_uri=mlflow_store).get_model_version("rt-annotated", result["model_version"])
+    assert float(version.tags["sluice.krippendorff_alpha"]) == pytest.approx(annotation["alpha"], abs=1e-4)
+    assert version.tags["sluice.labelstudio_export_sha256"] == annotation["export_sha256"]
+    run = mlflow.MlflowClient(tracking_uri=mlflow_store).get_run(version.run_id)
+    assert "agreement_kappa_chidi_sluice.local" in run.data.metrics
+
+    client = LabelStudioClient.connect(use_server.url, use_server.token)
+    review = client.progress(annotation["review_project_id"])
+    assert review.tasks == annotation["review_queue"]
+
+
+def test_adjudication_wins_over_consensus_on_the_next_sync(
+    make_config: Callable[..., Path], home: Home, mlflow_store: str, use_server: RunningServer
+) -> None:
+    from flows.annotate import annotation_sync
+
+    config = _absolute_label_config(make_config, annotation__project_identifier="flow-adjudicate", demo__rows=200)
+    first = annotation_sync(config_path=str(config), home=str(home.root))
+    assert first["review_queue"] > 0
+    queue = pd.read_parquet(Path(first["folder"]) / "review_queue.parquet")
+    disputed = str(queue["item_id"].iloc[0])
+
+    client = LabelStudioClient.connect(use_server.url, use_server.token)
+    tasks = client.export_tasks(first["review_project_id"])
+    task = next(t for t in tasks if str(t["data"]["item_id"]) == disputed)
+    client.submit_annotation(task["id"], [{"from_name": "label", "to_name": "text", "type": "choices",
+                                           "value": {"choices": ["rotten"]}}])
+
+    second = annotation_sync(config_path=str(config), home=str(home.root))
+    assert second["adjudicated"] == 1 and second["review_queue"] == first["review_queue"] - 1
+    consensus = pd.read_parquet(Path(second["folder"]) / "consensus.parquet").set_index("item_id")
+    assert consensus.loc[disputed, "label"] == "rotten" and consensus.loc[disputed, "source"] == "adjudicated"
+
+
+def test_low_agreement_stops_the_flow_with_the_report(
+    make_config: Callable[..., Path], home: Home, mlflow_store: str, use_server: RunningServer
+) -> None:
+    from flows.pipeline import pipeline
+
+    config = _absolute_label_config(
+        make_config,
+        annotation__project_identifier="flow-noisy",
+        annotation__simulator={"annotators": {"ann": 0.05, "bob": 0.3, "cy": 0.45}, "seed": 5},
+        demo__rows=200,
+        registry__model_name="rt-noisy",
+    )
+    with pytest.raises(AgreementGateError, match=r"Krippendorff's alpha .* below the threshold 0.667"):
+        pipeline(config_path=str(config), home=str(home.root))
+    assert not mlflow.MlflowClient(tracking_uri=mlflow_store).search_model_versions("name = 'rt-noisy'")
+
+
+def test_sync_waits_cleanly_until_annotators_are_done(
+    make_config: Callable[..., Path], home: Home, mlflow_store: str, use_server: RunningServer
+) -> None:
+    from flows.annotate import annotation_sync
+
+    config = _absolute_label_config(
+        make_config, annotation__project_identifier="flow-waiting", annotation__simulate=False, demo__rows=50
+    )
+    result = annotation_sync(config_path=str(config), home=str(home.root))
+    assert result["status"] == "waiting" and result["coverage"] == 0.0
+    assert result["alpha"] is None and result["consensus_labels"] is None
+    # a rerun imports nothing new
+    again = annotation_sync(config_path=str(config), home=str(home.root))
+    assert again["project_id"] == result["project_id"]
+    client = LabelStudioClient.connect(use_server.url, use_server.token)
+    assert client.progress(result["project_id"]).tasks == len(client.list_item_ids(result["project_id"]))
