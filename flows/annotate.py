@@ -309,6 +309,8 @@ def annotation_sync(config_path: str = "configs/rotten_tomatoes.yaml", home: str
     where = Home.resolve(home)
 
     # --- the items: clean, validated rows of the current snapshot ---------------------------------------
+    if config.demo is not None:
+        steps.prepare_demo_data(config, where)
     snapshot = steps.ingest(config, where)
     raw, _ = steps.validate_raw(config, where, snapshot)
     cleaned = steps.clean(config, raw)

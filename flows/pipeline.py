@@ -10,26 +10,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime, task
+from prefect import flow, get_run_logger, runtime
 
 from flows import steps
 from flows.annotate import AnnotationOutcome, annotate_items
 from sluice import tracking
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
-from tasks import demo_data
 from tasks.labels import LABEL, LabelOutcome
 from tasks.model_card import CardInputs, build_model_card
 from tasks.promotion import DataGates, decide_promotion, input_key
 from tasks.quarantine import concat_quarantine, write_quarantine
 from tasks.report import RowAccount
-
-
-@task(name="demo-data")
-def prepare_demo_data(config: PipelineConfig, home: Home) -> Path:
-    assert config.demo is not None
-    target = Path(config.source.path.format(home=home.root))
-    return demo_data.write_demo_data(config.demo.dataset, target, rows=config.demo.rows)
 
 
 def _code_version(base_dir: Path) -> str:
@@ -87,7 +79,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- demo data (bundled real data written under the home) -------------------------------------
     if config.demo is not None:
-        prepare_demo_data(config, where)
+        steps.prepare_demo_data(config, where)
 
     # --- ingest ------------------------------------------------------------------------------------
     snapshot = steps.ingest(config, where)

@@ -17,6 +17,7 @@ from sluice import tracking
 from sluice.config import PipelineConfig
 from sluice.home import Home
 from tasks import clean as clean_stage
+from tasks import demo_data
 from tasks import ingest as ingest_stage
 from tasks import labels as labels_stage
 from tasks import partition as split_stage
@@ -35,6 +36,14 @@ def artifact_key(*parts: str) -> str:
 def publish(key: str, markdown: str, description: str) -> None:
     """A markdown artifact in the Prefect UI (keys: lowercase letters, digits, dashes)."""
     create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=description)
+
+
+@task(name="demo-data")
+def prepare_demo_data(config: PipelineConfig, home: Home) -> Path:
+    """Bundled real data written under the home as a plain file, which ingest then reads like any other."""
+    assert config.demo is not None
+    target = Path(config.source.path.format(home=home.root))
+    return demo_data.write_demo_data(config.demo.dataset, target, rows=config.demo.rows)
 
 
 @task(name="ingest", retries=1, retry_delay_seconds=2)

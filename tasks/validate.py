@@ -43,6 +43,15 @@ class ExpectationOutcome:
     success: bool
     unexpected_count: int
     unexpected_ids: list[str] = field(default_factory=list)
+    observed: object = None
+    """A table-level expectation's observed value (e.g. the row count)."""
+
+    @property
+    def problem(self) -> str:
+        """What failed, in words: the bad-row count, or the observed value for table-level expectations."""
+        if self.column is None and self.observed is not None:
+            return f"observed {self.observed}"
+        return f"{self.unexpected_count} bad rows"
 
     @property
     def label(self) -> str:
@@ -190,6 +199,7 @@ def run_suite(df: pd.DataFrame, suite_path: Path, *, gx_root: Path, asset: str, 
                     success=bool(item.success),
                     unexpected_count=int(details.get("unexpected_count") or (0 if item.success else 1)),
                     unexpected_ids=ids,
+                    observed=details.get("observed_value"),
                 )
             )
     docs = context.get_docs_sites_urls()
@@ -227,7 +237,7 @@ def raise_on_failure(outcome: ValidationOutcome) -> None:
     """
     failed_hard = outcome.failed_hard
     if failed_hard:
-        listing = "; ".join(f"{e.label}: {e.unexpected_count} bad rows" for e in failed_hard)
+        listing = "; ".join(f"{e.label}: {e.problem}" for e in failed_hard)
         raise ExpectationGateError(
             f"expectation suite {outcome.suite} ({outcome.suite_path}) failed {len(failed_hard)} "
             f"expectation(s): {listing}. Fix the data or the suite; Data Docs: {outcome.data_docs}",

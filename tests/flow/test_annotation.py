@@ -23,6 +23,7 @@ ANNOTATION = {
     "annotation__project_title": "test: fresh or rotten?",
     "annotation__overlap": 3,
     "annotation__simulate": True,
+    "annotation__simulator": {"annotators": {"alice": 0.02, "bruno": 0.04, "chidi": 0.12}, "seed": 3},
     "consensus__min_item_agreement": 0.7,
     "demo__rows": 400,
     "train__epochs": 3,
@@ -53,7 +54,6 @@ def test_pipeline_trains_on_consensus_and_queues_disputes(
     config = _absolute_label_config(
         make_config,
         annotation__project_identifier="flow-consensus",
-        annotation__simulator={"annotators": {"alice": 0.02, "bruno": 0.05, "chidi": 0.2}, "seed": 3},
         registry__model_name="rt-annotated",
     )
     result = pipeline(config_path=str(config), home=str(home.root))
@@ -83,7 +83,7 @@ def test_adjudication_wins_over_consensus_on_the_next_sync(
 ) -> None:
     from flows.annotate import annotation_sync
 
-    config = _absolute_label_config(make_config, annotation__project_identifier="flow-adjudicate", demo__rows=200)
+    config = _absolute_label_config(make_config, annotation__project_identifier="flow-adjudicate", demo__rows=400)
     first = annotation_sync(config_path=str(config), home=str(home.root))
     assert first["review_queue"] > 0
     queue = pd.read_parquet(Path(first["folder"]) / "review_queue.parquet")
@@ -110,7 +110,7 @@ def test_low_agreement_stops_the_flow_with_the_report(
         make_config,
         annotation__project_identifier="flow-noisy",
         annotation__simulator={"annotators": {"ann": 0.05, "bob": 0.3, "cy": 0.45}, "seed": 5},
-        demo__rows=200,
+        demo__rows=400,
         registry__model_name="rt-noisy",
     )
     with pytest.raises(AgreementGateError, match=r"Krippendorff's alpha .* below the threshold 0.667"):
@@ -124,7 +124,7 @@ def test_sync_waits_cleanly_until_annotators_are_done(
     from flows.annotate import annotation_sync
 
     config = _absolute_label_config(
-        make_config, annotation__project_identifier="flow-waiting", annotation__simulate=False, demo__rows=50
+        make_config, annotation__project_identifier="flow-waiting", annotation__simulate=False, demo__rows=300
     )
     result = annotation_sync(config_path=str(config), home=str(home.root))
     assert result["status"] == "waiting" and result["coverage"] == 0.0

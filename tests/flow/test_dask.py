@@ -1,0 +1,108 @@
+"""Ingest on a Dask cluster: one task per file, and the same snapshot a plain run writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sluice.home import Home
+from tasks.demo_data import rotten_tomatoes_frame
+from tasks.ingest import Snapshot
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+FILES = 4
+
+
+@pytest.fixture
+def raw_folder(tmp_path: Path) -> Path:
+    """Real review snippets split over several CSV files, one row repeated across two of them."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    frame = rotten_tomatoes_frame(400)
+    parts = [frame.iloc[i::FILES] for i in range(FILES)]
+    parts[-1] = pd.concat([parts[-1], parts[0].head(1)])  # a repeat in another file: suffix -1
+    for i, part in enumerate(parts):
+        part.to_csv(folder / f"part-{i}.csv", index=False)
+    return folder
+
+
+def _snapshot(result: dict[str, object]) -> Snapshot:
+    directory = Path(str(result["snapshot_dir"]))
+    return Snapshot(
+        str(result["snapshot_id"]), directory, json.loads((directory / "manifest.json").read_text())
+    )
+
+
+def _task_names(flow_run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def _read() -> list[str]:
+        async with get_client() as client:
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+                )
+            )
+            ids = [flow_run_id, *[str(c.id) for c in children]]
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": ids}))
+            return [r.name for r in runs]
+
+    return asyncio.run(_read())
+
+
+def test_dask_ingest_writes_the_snapshot_a_plain_run_writes(
+    make_config: Callable[..., Path], raw_folder: Path, tmp_path: Path
+) -> None:
+    from distributed import LocalCluster
+
+    from flows.ingest import ingest_flow
+
+    config = make_config(source__path=str(raw_folder), demo=None)
+    plain = ingest_flow(config_path=str(config), home=str(tmp_path / "plain"))
+
+    # an address, as for a remote cluster: the scheduler and workers speak TCP
+    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=None) as cluster:
+        state = ingest_flow(
+            config_path=str(config),
+            home=str(tmp_path / "dask"),
+            dask=cluster.scheduler_address,
+            return_state=True,
+        )
+    distributed = state.result()
+
+    assert distributed["snapshot_id"] == plain["snapshot_id"]
+    pd.testing.assert_frame_equal(_snapshot(distributed).load(), _snapshot(plain).load())
+    assert distributed["clean_rows"] == plain["clean_rows"] and distributed["rows"] == 401
+    data = _snapshot(distributed).load()
+    assert data["item_id"].str.endswith("-1").sum() == 1  # the repeat across files kept its suffix
+
+    names = _task_names(str(state.state_details.flow_run_id))
+    assert sum(n.startswith("scan-source") for n in names) == FILES
+    assert sum(n.startswith("describe-source") for n in names) == FILES
+
+
+def test_a_second_dask_run_reuses_the_snapshot_without_scanning(
+    make_config: Callable[..., Path], raw_folder: Path, tmp_path: Path
+) -> None:
+    from prefect_dask import DaskTaskRunner
+
+    from flows.ingest import ingest_files_parallel
+
+    config = make_config(source__path=str(raw_folder), demo=None)
+    home = Home.resolve(tmp_path / "home")
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "processes": False, "dashboard_address": None})
+    parallel = ingest_files_parallel.with_options(task_runner=runner)
+    first = parallel(config_path=str(config), home=str(home.root))
+    state = parallel(config_path=str(config), home=str(home.root), return_state=True)
+    second = state.result()
+
+    assert second.snapshot_id == first.snapshot_id and second.reused and not first.reused
+    names = _task_names(str(state.state_details.flow_run_id))
+    assert not any(n.startswith("scan-source") for n in names)
