@@ -62,9 +62,7 @@ def ingest_files_parallel(config_path: str, home: str) -> ingest_stage.Snapshot:
         return existing
     scans = scan_source.map(files, source=unmapped(config.source)).result()
     snapshot = write_snapshot(scans, config.source, where.snapshots)
-    steps.publish(
-        f"{config.name}-ingest", snapshot.summary_markdown(), "Snapshot written by the ingest stage"
-    )
+    steps.publish(f"{config.name}-ingest", snapshot.summary_markdown(), "Snapshot written by the ingest stage")
     return snapshot
 
 
@@ -101,9 +99,7 @@ def ingest_flow(
         snapshot = parallel(config_path=str(config.path or config_path), home=str(where.root))
     else:
         snapshot = steps.ingest(config, where)
-    logger.info(
-        "snapshot %s: %d rows, %d malformed", snapshot.snapshot_id, snapshot.rows, snapshot.quarantined
-    )
+    logger.info("snapshot %s: %d rows, %d malformed", snapshot.snapshot_id, snapshot.rows, snapshot.quarantined)
 
     # --- raw expectations ------------------------------------------------------------------------------
     raw, raw_outcome = steps.validate_raw(config, where, snapshot)

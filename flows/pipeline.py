@@ -179,7 +179,8 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     tested = steps.test(config, trained, frames["test"], run_dir)
 
     # --- promotion gate: data gates, floors, champion on the same test set ------------------------------
-    champion = steps.score_champion(config, tracking_uri, frames["test"])
+    scored = steps.score_champion(config, tracking_uri, frames["test"])
+    champion = scored if isinstance(scored, tuple) else None
     gates = DataGates(
         expectations_passed=all(o.success for o in suites),
         suites=[o.suite for o in suites],
@@ -192,6 +193,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         metrics=tested.metrics,
         champion_metrics=champion[1] if champion else None,
         champion_version=champion[0] if champion else None,
+        champion_error=scored if isinstance(scored, str) else None,
     )
 
     # --- register ----------------------------------------------------------------------------------

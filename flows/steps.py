@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from sluice import tracking
@@ -193,18 +193,26 @@ def test(
     return report
 
 
-@task(name="find-existing-version", retries=2, retry_delay_seconds=[2, 10])
+@task(name="find-existing-version")
 def find_existing(config: PipelineConfig, tracking_uri: str, key: str) -> tracking.RegisteredVersion | None:
     tracking.configure_tracking(tracking_uri)
-    return tracking.find_version_by_tag(config.registry.model_name, "sluice.input_key", key)
+    try:
+        return tracking.find_version_by_tag(config.registry.model_name, "sluice.input_key", key)
+    except tracking.TrackingError as exc:  # train anyway: the model is kept locally and registered later
+        get_run_logger().warning("cannot check for an existing version: %s", exc)
+        return None
 
 
-@task(name="score-champion", retries=2, retry_delay_seconds=[2, 10])
+@task(name="score-champion")
 def score_champion(
     config: PipelineConfig, tracking_uri: str, frame: pd.DataFrame
-) -> tuple[str, dict[str, float]] | None:
+) -> tuple[str, dict[str, float]] | str | None:
+    """The champion's metrics on this test set; None without a champion; a reason string when it cannot be scored."""
     tracking.configure_tracking(tracking_uri)
-    scored = tracking.champion_proba(config.registry.model_name, frame, config.labels.classes)
+    try:
+        scored = tracking.champion_proba(config.registry.model_name, frame, config.labels.classes)
+    except tracking.TrackingError as exc:
+        return str(exc)
     if scored is None:
         return None
     version, proba = scored

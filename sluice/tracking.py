@@ -63,6 +63,18 @@ def configure_tracking(tracking_uri: str, *, artifacts_dir: Path | None = None) 
     return tracking_uri
 
 
+def _absent(exc: Exception) -> bool:
+    """True when MLflow answered that the thing does not exist (as opposed to not answering)."""
+    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _unreachable(exc: Exception) -> TrackingError:
+    return TrackingError(
+        f"MLflow at {_mlflow().get_tracking_uri()} could not be reached or refused ({type(exc).__name__}: "
+        f"{str(exc)[:300]}). Check registry.tracking_uri / MLFLOW_TRACKING_URI."
+    )
+
+
 def ensure_experiment(name: str, *, artifacts_dir: Path | None) -> str:
     """The experiment id for `name`, created with local artifact storage when new.
 
@@ -80,8 +92,8 @@ def ensure_experiment(name: str, *, artifacts_dir: Path | None) -> str:
     except Exception as exc:  # MlflowException, requests errors, sqlite errors: all mean "cannot write"
         raise TrackingError(
             f"MLflow at {mlflow.get_tracking_uri()} refused or could not be reached ({type(exc).__name__}: "
-            f"{str(exc)[:300]}). Check register.tracking_uri / MLFLOW_TRACKING_URI; the trained model and "
-            "reports are kept under the project home and can be logged later with `sluice register`."
+            f"{str(exc)[:300]}). Check registry.tracking_uri / MLFLOW_TRACKING_URI; the trained model and "
+            "reports are kept under the project home: log them later with `sluice register <run folder>`."
         ) from exc
 
 
@@ -96,8 +108,10 @@ def find_version_by_tag(model_name: str, key: str, value: str) -> RegisteredVers
     client = mlflow.MlflowClient()
     try:
         versions = client.search_model_versions(f"name = '{model_name}' and tag.{key} = '{value}'")
-    except Exception:  # registry model absent: no version
-        return None
+    except Exception as exc:
+        if _absent(exc):
+            return None
+        raise _unreachable(exc) from exc
     if not versions:
         return None
     newest = max(versions, key=lambda v: int(v.version))
@@ -233,8 +247,10 @@ def version_for_alias(model_name: str, alias: str) -> RegisteredVersion | None:
     client = _mlflow().MlflowClient()
     try:
         version = client.get_model_version_by_alias(model_name, alias)
-    except Exception:
-        return None
+    except Exception as exc:
+        if _absent(exc):
+            return None
+        raise _unreachable(exc) from exc
     return _describe_version(version)
 
 
@@ -266,8 +282,10 @@ def champion_proba(model_name: str, frame: pd.DataFrame, classes: list[str]) -> 
     champion = version_for_alias(model_name, "champion")
     if champion is None:
         return None
-    model = load_model(f"models:/{model_name}@champion")
-    output = model.predict(frame)
+    try:
+        output = load_model(f"models:/{model_name}@champion").predict(frame)
+    except Exception as exc:  # an unloadable or incompatible champion must not crash the run
+        raise TrackingError(f"champion {model_name} v{champion.version} could not predict: {exc}") from exc
     columns = [f"proba_{c}" for c in classes]
     missing = [c for c in columns if c not in output.columns]
     if missing:

@@ -92,8 +92,14 @@ def decide_promotion(
     metrics: Mapping[str, float],
     champion_metrics: Mapping[str, float] | None,
     champion_version: str | None = None,
+    champion_error: str | None = None,
 ) -> PromotionDecision:
-    """Data gates, metric floors, then the comparison with the champion on the same test set."""
+    """Data gates, metric floors, then the comparison with the champion on the same test set.
+
+    Args:
+        champion_metrics: the champion's test metrics on this version's test set; None when there is no champion.
+        champion_error: why the champion could not be scored (MLflow unreachable, other classes): never promote then.
+    """
     checks: list[Check] = [
         Check(
             "expectations",
@@ -130,7 +136,9 @@ def decide_promotion(
             )
         )
     challenger = metrics.get(config.metric, float("nan"))
-    if champion_metrics is None:
+    if champion_error is not None:
+        checks.append(Check("champion", False, f"the champion could not be scored ({champion_error}); review by hand"))
+    elif champion_metrics is None:
         first_ok = config.first_run == "promote"
         checks.append(
             Check(
