@@ -22,6 +22,7 @@ from tasks.model_card import CardInputs, build_model_card
 from tasks.promotion import DataGates, decide_promotion, input_key
 from tasks.quarantine import concat_quarantine, write_quarantine
 from tasks.report import RowAccount
+from tasks.tune import CVResult
 
 
 def _code_version(base_dir: Path) -> str:
@@ -62,6 +63,12 @@ def _agreement_metrics(annotated: AnnotationOutcome | None) -> dict[str, float]:
         # Annotators are e-mail addresses; MLflow metric names allow no "@".
         metrics[f"agreement_kappa_{re.sub(r'[^A-Za-z0-9_.-]', '_', str(row.annotator))}"] = float(row.kappa)
     return metrics
+
+
+def _cv_metrics(cv: CVResult | None) -> dict[str, float]:
+    if cv is None:
+        return {}
+    return {f"cv_{k}_mean": v for k, v in cv.mean.items()} | {f"cv_{k}_std": v for k, v in cv.std.items()}
 
 
 def _tracking_uri(config: PipelineConfig, home: Home) -> str:
@@ -172,8 +179,16 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             "promotion": existing.tags.get("sluice.gate_summary", ""),
         }
 
-    # --- train -------------------------------------------------------------------------------------
-    trained = steps.train(config, frames, run_dir)
+    # --- tune (optional): a grid or Optuna search on the validation split --------------------------------
+    train_config, trials = config.train, []
+    if config.tuning.method != "none":
+        train_config, trials = steps.tune(config, frames)
+
+    # --- cross-validate (optional): group-aware folds over the train rows ----------------------------------
+    cv = steps.cross_validate(config, train_config, split.data) if config.tuning.cross_validate else None
+
+    # --- train: the chosen configuration, once more on train, early-stopped on val ----------------------------
+    trained = steps.train(config, train_config, frames, run_dir)
 
     # --- test (once) -------------------------------------------------------------------------------
     tested = steps.test(config, trained, frames["test"], run_dir)
@@ -268,12 +283,17 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "experiment": config.registry.experiment or config.name,
         "artifacts_dir": where.mlflow_artifacts if tracking_uri.startswith("sqlite") else None,
         "run_name": f"{config.name}-{snapshot.snapshot_id[:8]}",
-        "params": config.flat_params(),
+        "params": config.flat_params()
+        | {f"train.{k}": str(v) for k, v in train_config.model_dump(mode="json").items()},
         "tags": tags,
         "history": trained.history,
         "metrics": {f"test_{k}": v for k, v in tested.metrics.items()}
         | {"best_epoch": float(trained.best_epoch), "train_samples_per_second": trained.samples_per_second}
-        | _agreement_metrics(annotated),
+        | _agreement_metrics(annotated)
+        | _cv_metrics(cv),
+        "children": [
+            {"name": f"trial-{n}", "params": t["params"], "metrics": t["metrics"]} for n, t in enumerate(trials)
+        ],
         "datasets": {
             name: (frame.drop(columns=["split"]), str(snapshot.data_path), LABEL) for name, frame in frames.items()
         },
@@ -301,6 +321,12 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "model_version": version.version,
         "aliases": version.aliases,
         "promotion": decision.summary(),
+        "tuning": {
+            "method": config.tuning.method,
+            "trials": len(trials),
+            "chosen": {k: getattr(train_config, k) for k in config.tuning.grid or config.tuning.search_space},
+        },
+        "cross_validation": None if cv is None else {k: (cv.mean[k], cv.std[k]) for k in cv.mean},
         "run_id": version.run_id,
         "experiment_id": version.experiment_id,
     }

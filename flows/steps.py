@@ -23,6 +23,7 @@ from tasks import labels as labels_stage
 from tasks import partition as split_stage
 from tasks import report as report_stage
 from tasks import train as train_stage
+from tasks import tune as tune_stage
 from tasks import validate as validate_stage
 from tasks.evaluate import evaluate_predictions
 from tasks.leakage import LeakageReport, leakage_report
@@ -149,14 +150,78 @@ def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split
     return outcome, report
 
 
+@task(name="tune")
+def tune(
+    config: PipelineConfig, frames: dict[str, pd.DataFrame]
+) -> tuple[train_stage.TrainConfig, list[dict[str, Any]]]:
+    """The best training configuration on the validation split, and every trial (params, metrics)."""
+    trials: list[dict[str, Any]] = []
+    common: dict[str, Any] = {
+        "base": config.train,
+        "label_col": labels_stage.LABEL,
+        "classes": config.labels.classes,
+        "text_col": config.columns.text,
+        "feature_cols": config.columns.features or None,
+        "image_col": config.columns.image,
+        "on_trial": lambda params, metrics: trials.append({"params": params, "metrics": metrics}),
+    }
+    if config.tuning.method == "grid":
+        result = tune_stage.grid_search(frames["train"], frames["val"], grid=config.tuning.grid, **common)
+    else:
+        result = tune_stage.optuna_search(
+            frames["train"],
+            frames["val"],
+            search_space=config.tuning.search_space,
+            n_trials=config.tuning.n_trials,
+            seed=config.train.seed,
+            **common,
+        )
+    create_table_artifact(
+        key=artifact_key(config.name, "tuning-trials"),
+        table=result.trials.astype(str).to_dict(orient="records"),
+        description=f"{config.tuning.method} search: best {result.best_params} "
+        f"({result.monitor} {result.best_metric:.4f})",
+    )
+    return result.best_config, trials
+
+
+@task(name="cross-validate")
+def cross_validate(
+    config: PipelineConfig, train_config: train_stage.TrainConfig, data: pd.DataFrame
+) -> tune_stage.CVResult:
+    """k-fold cross-validation over the train rows' group-aware folds: mean and spread of each metric."""
+    pool = data[data["fold"] >= 0]
+    result = tune_stage.cross_validate(
+        pool,
+        pool["fold"],
+        config=train_config,
+        label_col=labels_stage.LABEL,
+        classes=config.labels.classes,
+        text_col=config.columns.text,
+        feature_cols=config.columns.features or None,
+        image_col=config.columns.image,
+    )
+    create_table_artifact(
+        key=artifact_key(config.name, "cross-validation"),
+        table=result.fold_metrics.round(4).astype(str).to_dict(orient="records"),
+        description="Per-fold metrics; "
+        + ", ".join(
+            f"{k} {result.mean[k]:.3f} ± {result.std[k]:.3f}" for k in ("accuracy", "f1_macro") if k in result.mean
+        ),
+    )
+    return result
+
+
 @task(name="train")
-def train(config: PipelineConfig, frames: dict[str, pd.DataFrame], run_dir: Path) -> train_stage.TrainResult:
+def train(
+    config: PipelineConfig, train_config: train_stage.TrainConfig, frames: dict[str, pd.DataFrame], run_dir: Path
+) -> train_stage.TrainResult:
     result = train_stage.train_model(
         frames["train"],
         frames["val"],
         label_col=labels_stage.LABEL,
         classes=config.labels.classes,
-        config=config.train,
+        config=train_config,
         text_col=config.columns.text,
         feature_cols=config.columns.features or None,
         image_col=config.columns.image,

@@ -90,6 +90,16 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
         return "\n".join(lines)
     sizes = ", ".join(f"{k} {v}" for k, v in result["split_sizes"].items())
     lines.append(f"  split       {sizes} (manifest {result['split_manifest_hash'][:12]})")
+    tuning = result.get("tuning") or {}
+    if tuning.get("trials"):
+        lines.append(
+            f"  tuning      {tuning['method']} search, {tuning['trials']} trials (nested MLflow runs); "
+            f"chosen {tuning['chosen']}"
+        )
+    cv = result.get("cross_validation")
+    if cv:
+        shown = {k: v for k, v in cv.items() if k in ("accuracy", "f1_macro", "roc_auc")}
+        lines.append("  cross-val   " + ", ".join(f"{k} {m:.3f} ± {sd:.3f}" for k, (m, sd) in shown.items()))
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result["test_metrics"].items())
     lines.append(f"  test        {metrics}")
     if result.get("existing"):

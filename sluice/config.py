@@ -51,6 +51,21 @@ class ExpectationsConfig(BaseModel):
     clean_suite: str | None = None
 
 
+class TuningConfig(BaseModel):
+    """Hyperparameter search and cross-validation before the final training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["none", "grid", "optuna"] = "none"
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """train field -> values, e.g. {lr: [0.001, 0.01, 0.1]} (method: grid)."""
+    search_space: dict[str, Any] = Field(default_factory=dict)
+    """train field -> {type: float, low:, high:, log:} | {type: categorical, choices: [...]} (method: optuna)."""
+    n_trials: int = Field(10, ge=1)
+    cross_validate: bool = False
+    """k-fold cross-validation of the chosen configuration on train+val (k = split.folds, group-aware)."""
+
+
 class RegisterConfig(BaseModel):
     """MLflow tracking and the model registry."""
 
@@ -88,6 +103,7 @@ class PipelineConfig(BaseModel):
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
     registry: RegisterConfig
     demo: DemoConfig | None = None
 

@@ -154,6 +154,7 @@ def log_training_run(
     description: str,
     promote: bool = False,
     decision_tags: Mapping[str, str] | None = None,
+    children: Iterable[Mapping[str, Any]] = (),
 ) -> RegisteredVersion:
     """Log one training run, register its model as a new version, tag it and move its aliases.
 
@@ -163,6 +164,7 @@ def log_training_run(
     Args:
         history: per-epoch metric dicts with an "epoch" key.
         datasets: context ("train", "val", "test") -> (frame, source, target column).
+        children: tuning trials ({name, params, metrics}), logged as nested runs of this one.
     """
     mlflow = _mlflow()
     experiment_id = ensure_experiment(experiment, artifacts_dir=artifacts_dir)
@@ -178,6 +180,10 @@ def log_training_run(
                 step = int(row.get("epoch", 0))
                 mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            for child in children:
+                with mlflow.start_run(experiment_id=experiment_id, run_name=str(child["name"]), nested=True):
+                    mlflow.log_params({k: str(v) for k, v in child["params"].items()})
+                    mlflow.log_metrics({k: float(v) for k, v in child["metrics"].items()})
             for context, (frame, source, target) in datasets.items():
                 dataset = mlflow.data.from_pandas(frame, source=source, name=context, targets=target)
                 mlflow.log_input(dataset, context=context)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.leakage import LeakageError, LeakageReport
-from tasks.split import SplitConfig, assign_folds, assign_splits, write_split_manifest
+from tasks.split import SplitConfig, split_by_config, write_split_manifest
 
 SPLITS = ("train", "val", "test")
 
@@ -51,27 +51,12 @@ def settings_with_columns(
 
 
 def split_frame(df: pd.DataFrame, settings: SplitConfig, *, manifest_root: Path) -> SplitOutcome:
-    """Assign every row to train/val/test (and folds), and write the content-hashed manifest."""
-    splits = assign_splits(
-        df,
-        strategy=settings.strategy,
-        seed=settings.seed,
-        ratios=tuple(settings.ratios),  # type: ignore[arg-type]
-        group_col=settings.group_col,
-        time_col=settings.time_col,
-        label_col=settings.label_col,
-        text_col=settings.text_col,
-    )
-    folds = None
-    if settings.folds:
-        folds = assign_folds(
-            df,
-            k=settings.folds,
-            seed=settings.seed,
-            group_col=settings.group_col,
-            label_col=settings.label_col,
-            text_col=settings.text_col,
-        )
+    """Assign every row to train/val/test (and folds over the train rows), and write the content-hashed manifest.
+
+    Duplicates and near duplicates are merged into groups first (tasks.split), so they never straddle splits.
+    """
+    result = split_by_config(df, settings)
+    splits, folds = result.splits, result.folds
     data = df.assign(split=splits.values)
     if folds is not None:
         data = data.assign(fold=folds.values)
