@@ -214,6 +214,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     # --- register ----------------------------------------------------------------------------------
     predictor_dir = run_dir / "predictor"
     trained.predictor.save(predictor_dir)
+    onnx_gap = steps.export_onnx(trained, frames["test"].head(256), run_dir / "onnx" / "model.onnx")
     reports = run_dir / "reports"
     (reports / "leakage_report.md").write_text(leakage.to_markdown())
     (reports / "leakage_report.json").write_text(json.dumps(leakage.to_dict(), indent=2))
@@ -290,14 +291,16 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "metrics": {f"test_{k}": v for k, v in tested.metrics.items()}
         | {"best_epoch": float(trained.best_epoch), "train_samples_per_second": trained.samples_per_second}
         | _agreement_metrics(annotated)
-        | _cv_metrics(cv),
+        | _cv_metrics(cv)
+        | ({"onnx_max_abs_logit_diff": onnx_gap} if onnx_gap is not None else {}),
         "children": [
             {"name": f"trial-{n}", "params": t["params"], "metrics": t["metrics"]} for n, t in enumerate(trials)
         ],
         "datasets": {
             name: (frame.drop(columns=["split"]), str(snapshot.data_path), LABEL) for name, frame in frames.items()
         },
-        "artifacts": [reports, quarantine_path, split.manifest_path, *agreement_files],
+        "artifacts": [reports, quarantine_path, split.manifest_path, *agreement_files]
+        + ([run_dir / "onnx"] if onnx_gap is not None else []),
         "predictor_dir": predictor_dir,
         "input_example": frames["test"][trained.predictor.input_columns].head(3).reset_index(drop=True),
         "output_example": tested.output_example,

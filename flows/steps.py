@@ -258,6 +258,16 @@ def test(
     return report
 
 
+@task(name="onnx-export")
+def export_onnx(result: train_stage.TrainResult, sample: pd.DataFrame, path: Path) -> float | None:
+    """The network as ONNX beside the pyfunc model, checked against PyTorch; None when this design cannot export."""
+    try:
+        return report_stage.export_onnx_checked(result.predictor, sample, path)
+    except Exception as exc:  # an optional extra: a failed export must not lose the trained model
+        get_run_logger().warning("ONNX export skipped: %s", exc)
+        return None
+
+
 @task(name="find-existing-version")
 def find_existing(config: PipelineConfig, tracking_uri: str, key: str) -> tracking.RegisteredVersion | None:
     tracking.configure_tracking(tracking_uri)

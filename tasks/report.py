@@ -134,3 +134,23 @@ class RowAccount:
             "quarantined": self.quarantined,
             "quarantined_total": self.quarantined_total,
         }
+
+
+def export_onnx_checked(predictor: Predictor, sample: pd.DataFrame, path: Path) -> float:
+    """Export the network to ONNX and return the largest |logit| difference against PyTorch on `sample`.
+
+    Raises:
+        ValueError: the ONNX model disagrees with PyTorch by more than 1e-3 on some logit.
+    """
+    import onnxruntime as ort  # only here: serving and training never need it
+    import torch
+
+    predictor.export_onnx(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run(None, predictor.onnx_inputs(sample))
+    with torch.inference_mode():
+        torch_logits = predictor.logits(predictor.encode(sample)).cpu().numpy()
+    gap = float(abs(onnx_logits - torch_logits).max()) if len(sample) else 0.0
+    if gap > 1e-3:
+        raise ValueError(f"ONNX export {path} disagrees with PyTorch by {gap:.2e} on a logit; do not ship it")
+    return gap

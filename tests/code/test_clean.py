@@ -45,8 +45,11 @@ def test_zscore_and_constant_impute() -> None:
     df = pd.DataFrame({"item_id": list("abcdefghij"), "x": [1, 2, 1, 2, 1, 2, 1, 2, 1, 50], "y": [None] + ["k"] * 9})
     result = clean_frame(
         df,
-        CleanConfig(missing={"y": MissingPolicy(action="impute", value="unknown")}, dedupe_on=[],
-                    outliers=[OutlierRule(column="x", method="zscore", k=2.5)]),
+        CleanConfig(
+            missing={"y": MissingPolicy(action="impute", value="unknown")},
+            dedupe_on=[],
+            outliers=[OutlierRule(column="x", method="zscore", k=2.5)],
+        ),
     )
     assert result.quarantine["item_id"].tolist() == ["j"]
     assert result.data["y"].iloc[0] == "unknown"

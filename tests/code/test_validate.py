@@ -15,17 +15,28 @@ def _suite(tmp_path: Path, expectations: list[dict[str, object]]) -> Path:
     return path
 
 
-FRAME = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "text": ["good film", "x", "bad film", None],
-                      "label": ["pos", "neg", "neg", "pos"]})
+FRAME = pd.DataFrame(
+    {
+        "item_id": ["a", "b", "c", "d"],
+        "text": ["good film", "x", "bad film", None],
+        "label": ["pos", "neg", "neg", "pos"],
+    }
+)
 
 
 def test_row_level_expectation_quarantines_instead_of_failing(tmp_path: Path) -> None:
-    suite = _suite(tmp_path, [
-        {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "text", "min_value": 3},
-         "meta": {"row_level": True}},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "text"}, "meta": {"row_level": True}},
-        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": ["pos", "neg"]}},
-    ])
+    suite = _suite(
+        tmp_path,
+        [
+            {
+                "type": "expect_column_value_lengths_to_be_between",
+                "kwargs": {"column": "text", "min_value": 3},
+                "meta": {"row_level": True},
+            },
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "text"}, "meta": {"row_level": True}},
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": ["pos", "neg"]}},
+        ],
+    )
     kept, outcome = validate_frame(FRAME, suite, gx_root=tmp_path / "gx", asset="t", where="test data")
     assert kept["item_id"].tolist() == ["a", "c"]
     q = outcome.quarantine.set_index("item_id")
@@ -37,10 +48,13 @@ def test_row_level_expectation_quarantines_instead_of_failing(tmp_path: Path) ->
 
 
 def test_hard_failure_names_each_expectation_and_its_bad_rows(tmp_path: Path) -> None:
-    suite = _suite(tmp_path, [
-        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": ["pos"]}},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "text"}},
-    ])
+    suite = _suite(
+        tmp_path,
+        [
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": ["pos"]}},
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "text"}},
+        ],
+    )
     with pytest.raises(ExpectationGateError) as caught:
         validate_frame(FRAME, suite, gx_root=tmp_path / "gx", asset="t", where="test data")
     message = str(caught.value)

@@ -92,8 +92,9 @@ def test_adjudication_wins_over_consensus_on_the_next_sync(
     client = LabelStudioClient.connect(use_server.url, use_server.token)
     tasks = client.export_tasks(first["review_project_id"])
     task = next(t for t in tasks if str(t["data"]["item_id"]) == disputed)
-    client.submit_annotation(task["id"], [{"from_name": "label", "to_name": "text", "type": "choices",
-                                           "value": {"choices": ["rotten"]}}])
+    client.submit_annotation(
+        task["id"], [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["rotten"]}}]
+    )
 
     second = annotation_sync(config_path=str(config), home=str(home.root))
     assert second["adjudicated"] == 1 and second["review_queue"] == first["review_queue"] - 1

@@ -49,6 +49,11 @@ def test_pipeline_registers_a_version_with_lineage(
     assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
     assert len(client.get_metric_history(version.run_id, "val_loss")) >= 1
     assert sum(result["split_sizes"].values()) == rows["trainable"]
+    # the ONNX export sits beside the pyfunc model and matches PyTorch
+    assert run.data.metrics["onnx_max_abs_logit_diff"] < 1e-3
+    assert [a.path for a in client.list_artifacts(version.run_id, "onnx")] == ["onnx/model.onnx"]
+    artifacts = {a.path for a in client.list_artifacts(version.run_id, "reports")}
+    assert {"reports/model_card.md", "reports/leakage_report.json", "reports/expectations.json"} <= artifacts
 
     # a plain MLflow client in a fresh process serves the model from raw text
     script = (
@@ -76,7 +81,9 @@ def test_gate_stops_a_corrupted_input_naming_the_expectation(
     corrupted.to_csv(path, index=False)
     config = make_config(source__path=str(path), demo=None, registry__model_name="rt-gate-test")
 
-    with pytest.raises(ExpectationGateError, match=r'expect_column_values_to_not_be_null\("movie_name"\): \d+ bad rows'):
+    with pytest.raises(
+        ExpectationGateError, match=r'expect_column_values_to_not_be_null\("movie_name"\): \d+ bad rows'
+    ):
         pipeline(config_path=str(config), home=str(home.root))
     # nothing was registered for the stopped run
     client = mlflow.MlflowClient(tracking_uri=mlflow_store)

@@ -24,7 +24,9 @@ LOW_FLOORS = {"floors": {"accuracy": 0.3}}  # a 3-epoch model on 700 rows: the f
 
 
 def _versions(uri: str, name: str) -> list[str]:
-    return sorted(str(v.version) for v in mlflow.MlflowClient(tracking_uri=uri).search_model_versions(f"name = '{name}'"))
+    return sorted(
+        str(v.version) for v in mlflow.MlflowClient(tracking_uri=uri).search_model_versions(f"name = '{name}'")
+    )
 
 
 def test_gate_idempotency_and_human_review(make_config: Callable[..., Path], home: Home, mlflow_store: str) -> None:
@@ -43,7 +45,9 @@ def test_gate_idempotency_and_human_review(make_config: Callable[..., Path], hom
 
     # a changed config that must beat the champion by a margin it cannot reach stays challenger
     worse_config = make_config(
-        registry__model_name="rt-review", registry__promotion=LOW_FLOORS | {"margin": 1.0}, **(SMALL | {"train__epochs": 2})
+        registry__model_name="rt-review",
+        registry__promotion=LOW_FLOORS | {"margin": 1.0},
+        **(SMALL | {"train__epochs": 2}),
     )
     second = pipeline(config_path=str(worse_config), home=str(home.root))
     assert second["aliases"] == ["challenger"]
