@@ -214,7 +214,7 @@ def measure_agreement(config: PipelineConfig, folder: Path, parsed: ParsedExport
     )
     create_table_artifact(
         key=steps.artifact_key(config.name, "agreement-per-annotator"),
-        table=report.per_annotator.round(4).astype(str).to_dict(orient="records"),
+        table=steps.records(report.per_annotator.round(4).astype(str)),
         description="Agreement of each annotator with the leave-one-out consensus",
     )
     return report, heatmap

@@ -61,7 +61,7 @@ def _agreement_metrics(annotated: AnnotationOutcome | None) -> dict[str, float]:
         metrics["agreement_fleiss_kappa"] = annotated.report.fleiss
     for row in annotated.report.per_annotator.itertuples():
         # Annotators are e-mail addresses; MLflow metric names allow no "@".
-        metrics[f"agreement_kappa_{re.sub(r'[^A-Za-z0-9_.-]', '_', str(row.annotator))}"] = float(row.kappa)
+        metrics[f"agreement_kappa_{re.sub(r'[^A-Za-z0-9_.-]', '_', str(row.annotator))}"] = float(str(row.kappa))
     return metrics
 
 
@@ -180,7 +180,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         }
 
     # --- tune (optional): a grid or Optuna search on the validation split --------------------------------
-    train_config, trials = config.train, []
+    train_config, trials = config.train, list[dict[str, Any]]()
     if config.tuning.method != "none":
         train_config, trials = steps.tune(config, frames)
 

@@ -34,6 +34,11 @@ def artifact_key(*parts: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in raw).strip("-")[:100]
 
 
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A DataFrame as the row dicts a Prefect table artifact takes."""
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
 def publish(key: str, markdown: str, description: str) -> None:
     """A markdown artifact in the Prefect UI (keys: lowercase letters, digits, dashes)."""
     create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=description)
@@ -178,7 +183,7 @@ def tune(
         )
     create_table_artifact(
         key=artifact_key(config.name, "tuning-trials"),
-        table=result.trials.astype(str).to_dict(orient="records"),
+        table=records(result.trials.astype(str)),
         description=f"{config.tuning.method} search: best {result.best_params} "
         f"({result.monitor} {result.best_metric:.4f})",
     )
@@ -203,7 +208,7 @@ def cross_validate(
     )
     create_table_artifact(
         key=artifact_key(config.name, "cross-validation"),
-        table=result.fold_metrics.round(4).astype(str).to_dict(orient="records"),
+        table=records(result.fold_metrics.round(4).astype(str)),
         description="Per-fold metrics; "
         + ", ".join(
             f"{k} {result.mean[k]:.3f} ± {result.std[k]:.3f}" for k in ("accuracy", "f1_macro") if k in result.mean
@@ -230,7 +235,7 @@ def train(
     history = pd.DataFrame(result.history)
     create_table_artifact(
         key=artifact_key(config.name, "training-history"),
-        table=history.round(4).to_dict(orient="records"),
+        table=records(history.round(4)),
         description=f"Per-epoch metrics (best epoch {result.best_epoch}, device {result.device})",
     )
     return result
@@ -252,7 +257,7 @@ def test(
     if not report.mistakes.empty:
         create_table_artifact(
             key=artifact_key(config.name, "confident-mistakes"),
-            table=report.mistakes.astype(str).to_dict(orient="records"),
+            table=records(report.mistakes.astype(str)),
             description="Most confident mistakes on the test split: candidates for label review",
         )
     return report

@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
-class SluiceModel(PythonModel):  # type: ignore[misc]  # mlflow ships no type information for PythonModel
+class SluiceModel(PythonModel):
     """Wraps a `tasks.predictor.Predictor`, which holds the preprocessing and the network."""
 
     def load_context(self, context: Any) -> None:

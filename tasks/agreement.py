@@ -229,7 +229,7 @@ def plot_kappa_heatmap(matrix: pd.DataFrame, path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(
-        np.ma.masked_invalid(values),  # type: ignore[no-untyped-call]
+        np.ma.masked_invalid(values),
         cmap="RdYlGn",
         vmin=-1.0,
         vmax=1.0,

@@ -120,9 +120,7 @@ def _impute_value(values: pd.Series, policy: MissingPolicy, column: str) -> obje
     present = values[~_missing_mask(values)]
     if policy.strategy == "constant":
         if policy.value is None:
-            raise ValueError(
-                f"clean.missing.{column} imputes a constant but gives no value; add `value: ...` to it."
-            )
+            raise ValueError(f"clean.missing.{column} imputes a constant but gives no value; add `value: ...` to it.")
         return policy.value
     if policy.strategy == "mode":
         return present.mode().iloc[0] if not present.empty else policy.value
@@ -138,9 +136,7 @@ def _impute_value(values: pd.Series, policy: MissingPolicy, column: str) -> obje
 def _outlier_mask(values: pd.Series, rule: OutlierRule) -> tuple[pd.Series, str]:
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().sum() == 0:
-        raise ValueError(
-            f'clean.outliers names column "{rule.column}", which has no numeric values; remove the rule.'
-        )
+        raise ValueError(f'clean.outliers names column "{rule.column}", which has no numeric values; remove the rule.')
     if rule.method == "iqr":
         q1, q3 = numeric.quantile(0.25), numeric.quantile(0.75)
         low, high = q1 - rule.k * (q3 - q1), q3 + rule.k * (q3 - q1)
@@ -186,8 +182,9 @@ def clean_frame(df: pd.DataFrame, config: CleanConfig) -> CleanResult:
     if dedupe_on:
         duplicated = data.duplicated(subset=dedupe_on, keep="first")
         if duplicated.any():
-            first_of = data[~duplicated].assign(_key=lambda d: list(zip(*(d[c] for c in dedupe_on), strict=True)))
-            first_id = dict(zip(first_of["_key"], first_of["item_id"], strict=True))
+            first_of = data[~duplicated]
+            first_keys = zip(*(first_of[c] for c in dedupe_on), strict=True)
+            first_id = dict(zip(first_keys, first_of["item_id"], strict=True))
             dups = data[duplicated]
             keys = list(zip(*(dups[c] for c in dedupe_on), strict=True))
             reasons = [f"exact duplicate of item {first_id[k]} on {', '.join(dedupe_on)}" for k in keys]
