@@ -15,10 +15,12 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 
 from flows import steps
-from sluice import tracking
+from sluice import fingerprint, tracking
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
 from sluice.labelstudio import ImportResult, LabelStudioClient
@@ -125,7 +127,7 @@ def champion_suggestions(config: PipelineConfig, tracking_uri: str, items: pd.Da
     )
 
 
-@task(name="sync-out", retries=2, retry_delay_seconds=[5, 15])
+@task(name="sync-out", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800)
 def sync_out(
     config: PipelineConfig,
     home: Home,
@@ -183,7 +185,7 @@ def sync_out(
     return project_id, review_id, result
 
 
-@task(name="sync-in", retries=2, retry_delay_seconds=[5, 15])
+@task(name="sync-in", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800)
 def sync_in(
     config: PipelineConfig, home: Home, url: str, project_id: int, review_id: int
 ) -> tuple[Path, str, ParsedExport, pd.DataFrame]:
@@ -220,7 +222,7 @@ def measure_agreement(config: PipelineConfig, folder: Path, parsed: ParsedExport
     return report, heatmap
 
 
-@task(name="consensus-and-review-queue", retries=2, retry_delay_seconds=[5, 15])
+@task(name="consensus-and-review-queue", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800)
 def build_consensus(
     config: PipelineConfig,
     home: Home,
@@ -259,6 +261,12 @@ def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, t
     # --- sync out: new items, champion suggestions (and demo annotators) --------------------------------
     suggestions = champion_suggestions(config, tracking_uri, items)
     project_id, review_id, imported = sync_out(config, home, url, label_config, items, suggestions)
+    create_link_artifact(
+        key=steps.artifact_key(config.name, "labelstudio-project"),
+        link=f"{url}/projects/{project_id}",
+        link_text=f"Label Studio project {project_id} ({annotation.project_title})",
+        description=f"Annotate here; disputed items go to review project {review_id}",
+    )
     logger.info(
         "Label Studio project %s: %d new tasks, %d present", project_id, imported.imported, imported.already_present
     )
@@ -302,9 +310,28 @@ def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, t
     return outcome
 
 
-@flow(name="sluice-annotation-sync", log_prints=False)
-def annotation_sync(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None = None) -> dict[str, Any]:
-    """Sync one dataset's clean items with Label Studio and report agreement and consensus."""
+@task(name="trigger-training")
+def trigger_training(deployment: str, config_path: str, home: str | None, folder: Path, labels_hash: str) -> str | None:
+    """Start the training deployment when the gate passed on labels it has not trained on yet."""
+    marker = folder / "last_training_trigger.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("labels_hash") == labels_hash:
+        return None
+    flow_run = run_deployment(deployment, parameters={"config_path": config_path, "home": home}, timeout=0)
+    assert isinstance(flow_run, FlowRun)  # called from sync code, run_deployment returns the run itself
+    marker.write_text(json.dumps({"labels_hash": labels_hash, "flow_run_id": str(flow_run.id)}))
+    return str(flow_run.id)
+
+
+@flow(name="sluice-annotation-sync", log_prints=False, on_failure=[steps.report_failure])
+def annotation_sync(
+    config_path: str = "configs/rotten_tomatoes.yaml", home: str | None = None, retrain_deployment: str | None = None
+) -> dict[str, Any]:
+    """Sync one dataset's clean items with Label Studio and report agreement and consensus.
+
+    Args:
+        retrain_deployment: e.g. "sluice-pipeline/rotten-tomatoes-training": run it when the agreement gate
+            passes on new consensus labels (event-driven retraining).
+    """
     config = load_config(config_path)
     where = Home.resolve(home)
 
@@ -319,4 +346,12 @@ def annotation_sync(config_path: str = "configs/rotten_tomatoes.yaml", home: str
     # --- annotation ----------------------------------------------------------------------------------
     tracking_uri = config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or where.mlflow_tracking_uri
     outcome = annotate_items(config, where, items, tracking_uri=tracking_uri)
-    return {"snapshot_id": snapshot.snapshot_id, "folder": str(outcome.folder)} | outcome.summary()
+
+    # --- event-driven retraining: the gate passed on labels not trained on yet ----------------------------
+    training_run = None
+    if retrain_deployment and outcome.status == "ready":
+        labels_hash = fingerprint.frame_hash(outcome.consensus_frame()[["item_id", "label"]]) or ""
+        training_run = trigger_training(retrain_deployment, config_path, home, outcome.folder, labels_hash)
+    return {"snapshot_id": snapshot.snapshot_id, "folder": str(outcome.folder), "training_flow_run": training_run} | (
+        outcome.summary()
+    )

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, runtime
 
 from flows import steps
 from flows.annotate import AnnotationOutcome, annotate_items
-from sluice import tracking
+from sluice import fingerprint, tracking
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
 from tasks.labels import LABEL, LabelOutcome
@@ -25,7 +25,7 @@ from tasks.report import RowAccount
 from tasks.tune import CVResult
 
 
-def _code_version(base_dir: Path) -> str:
+def _git_commit(base_dir: Path) -> str:
     """The git commit, marked `-dirty` when the work tree has uncommitted changes."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=base_dir, capture_output=True, text=True, timeout=5)
@@ -75,7 +75,7 @@ def _tracking_uri(config: PipelineConfig, home: Home) -> str:
     return config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or home.mlflow_tracking_uri
 
 
-@flow(name="sluice-pipeline", log_prints=False)
+@flow(name="sluice-pipeline", log_prints=False, on_failure=[steps.report_failure])
 def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None = None) -> dict[str, Any]:
     """Raw files to a registered MLflow model version, one stage after another."""
     logger = get_run_logger()
@@ -90,6 +90,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- ingest ------------------------------------------------------------------------------------
     snapshot = steps.ingest(config, where)
+    steps.name_run(config.name, snapshot.snapshot_id)
     logger.info("snapshot %s: %d rows, %d malformed", snapshot.snapshot_id, snapshot.rows, snapshot.quarantined)
 
     # --- raw expectations --------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     summary |= {"split_sizes": split.sizes(), "split_manifest_hash": split.manifest_hash}
 
     # --- identical inputs: report the existing version, train nothing ----------------------------------
-    code_version = _code_version(config.base_dir)
+    code_version = fingerprint.code_version()
     key = input_key(
         snapshot_id=snapshot.snapshot_id,
         labels_hash=_labels_hash(labelled),
@@ -230,7 +231,8 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "sluice.leakage_passed": str(leakage.passed),
         "sluice.labels_source": labelled.source,
         "sluice.input_key": key,
-        "sluice.git_commit": code_version,
+        "sluice.git_commit": _git_commit(config.base_dir),
+        "sluice.code_version": code_version,
         "sluice.device": trained.device,
         "prefect.flow_run_id": str(runtime.flow_run.id),
         "prefect.flow_run_url": str(runtime.flow_run.ui_url or ""),
@@ -314,6 +316,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     tracking.write_pending(record, run_dir / "pending", tracking_uri=tracking_uri)
     version = steps.register(config, tracking_uri, record)
     (run_dir / "pending" / "pending_registration.json").rename(run_dir / "pending" / "registered.json")
+    steps.link_mlflow_run(config.name, tracking_uri, version)
 
     return summary | {
         "existing": False,

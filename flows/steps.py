@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import get_client, get_run_logger, runtime, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from sluice import tracking
+from sluice import fingerprint, tracking
 from sluice.config import PipelineConfig
 from sluice.home import Home
 from tasks import clean as clean_stage
@@ -29,6 +29,46 @@ from tasks.evaluate import evaluate_predictions
 from tasks.leakage import LeakageReport, leakage_report
 
 
+# --- caching: keys are content hashes of a task's inputs (data, its config section, the code) ---------------
+def _suite(config: PipelineConfig, which: str) -> Path | None:
+    name = getattr(config.expectations, which)
+    return config.resolve_path(name) if name else None
+
+
+def _keyed(stage: str, *parts: object) -> str | None:
+    return None if any(p is None for p in parts) else fingerprint.combine(stage, *parts, fingerprint.code_version())
+
+
+def _key_validate_raw(_: object, p: dict[str, Any]) -> str | None:
+    config: PipelineConfig = p["config"]
+    return _keyed(
+        "validate-raw",
+        p["snapshot"].snapshot_id,
+        fingerprint.file_hash(_suite(config, "raw_suite")),
+        config.section_hash("columns", "labels", "expectations"),
+        p["home"].root,
+    )
+
+
+def _key_clean(_: object, p: dict[str, Any]) -> str | None:
+    return _keyed("clean", fingerprint.frame_hash(p["data"]), p["config"].section_hash("clean"))
+
+
+def _key_validate_clean(_: object, p: dict[str, Any]) -> str | None:
+    config: PipelineConfig = p["config"]
+    suite = fingerprint.file_hash(_suite(config, "clean_suite"))
+    return _keyed("validate-clean", fingerprint.frame_hash(p["data"]), suite, p["home"].root)
+
+
+def _key_split(_: object, p: dict[str, Any]) -> str | None:
+    config: PipelineConfig = p["config"]
+    return _keyed("split", fingerprint.frame_hash(p["data"]), config.section_hash("split", "columns"), p["home"].root)
+
+
+CACHED: dict[str, Any] = {"persist_result": True}
+"""Results of cached tasks persist under the home (PREFECT_LOCAL_STORAGE_PATH); unchanged inputs skip the work."""
+
+
 def artifact_key(*parts: str) -> str:
     raw = "-".join(parts).lower()
     return "".join(ch if ch.isalnum() else "-" for ch in raw).strip("-")[:100]
@@ -42,6 +82,49 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def publish(key: str, markdown: str, description: str) -> None:
     """A markdown artifact in the Prefect UI (keys: lowercase letters, digits, dashes)."""
     create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=description)
+
+
+def name_run(dataset: str, snapshot_id: str) -> None:
+    """Rename the running flow run after what it works on: the dataset and the snapshot."""
+    flow_run_id = runtime.flow_run.id
+    if not flow_run_id:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run_id, name=f"{dataset}-{snapshot_id[:8]}-{runtime.flow_run.name}")
+
+
+def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow failure hook: a failure artifact saying what stopped the run, readable without the logs."""
+    message = str(getattr(state, "message", "") or "")
+    try:
+        error = state.result(raise_on_failure=False)
+        message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else message
+    except Exception:  # the state carries no readable result: keep its message
+        pass
+    create_markdown_artifact(
+        key=artifact_key(flow.name, "failure"),
+        markdown=f"### {flow.name} failed: {flow_run.name}\n\n```\n{message[:5000]}\n```\n\n"
+        "Gates (expectations, leakage, agreement) say what to fix in the message above; "
+        "bad input names the file or setting.",
+        description=f"Why flow run {flow_run.name} failed",
+    )
+
+
+def link_mlflow_run(dataset: str, tracking_uri: str, version: tracking.RegisteredVersion) -> None:
+    """Link artifacts from the Prefect run to the MLflow run and the registered version."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    create_link_artifact(
+        key=artifact_key(dataset, "mlflow-run"),
+        link=f"{base}/#/experiments/{version.experiment_id}/runs/{version.run_id}",
+        link_text=f"MLflow run {version.run_id[:12]} (open the MLflow UI with `sluice ui`)",
+        description="The MLflow run of this training",
+    )
+    create_link_artifact(
+        key=artifact_key(dataset, "mlflow-model"),
+        link=f"{base}/#/models/{version.model_name}/versions/{version.version}",
+        link_text=f"{version.model_name} version {version.version}",
+        description="The registered model version and its model card",
+    )
 
 
 @task(name="demo-data")
@@ -60,7 +143,7 @@ def ingest(config: PipelineConfig, home: Home) -> ingest_stage.Snapshot:
     return snapshot
 
 
-@task(name="validate-raw")
+@task(name="validate-raw", cache_key_fn=_key_validate_raw, **CACHED)
 def validate_raw(
     config: PipelineConfig, home: Home, snapshot: ingest_stage.Snapshot
 ) -> tuple[pd.DataFrame, validate_stage.ValidationOutcome | None]:
@@ -88,14 +171,14 @@ def validate_raw(
     return kept, outcome
 
 
-@task(name="clean")
+@task(name="clean", cache_key_fn=_key_clean, **CACHED)
 def clean(config: PipelineConfig, data: pd.DataFrame) -> clean_stage.CleanResult:
     result = clean_stage.clean_frame(data, config.clean)
     publish(f"{config.name}-clean", result.summary_markdown(), "Rows kept and quarantined by the clean stage")
     return result
 
 
-@task(name="validate-clean")
+@task(name="validate-clean", cache_key_fn=_key_validate_clean, **CACHED)
 def validate_clean(
     config: PipelineConfig, home: Home, data: pd.DataFrame, snapshot_id: str
 ) -> tuple[pd.DataFrame, validate_stage.ValidationOutcome | None]:
@@ -128,7 +211,7 @@ def resolve_labels(
     return outcome
 
 
-@task(name="split")
+@task(name="split", cache_key_fn=_key_split, **CACHED)
 def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split_stage.SplitOutcome, LeakageReport]:
     settings = split_stage.settings_with_columns(
         config.split,
@@ -300,7 +383,7 @@ def score_champion(
     return version, {k: float(v) for k, v in evaluate_predictions(y_true, proba, config.labels.classes).items()}
 
 
-@task(name="register", retries=2, retry_delay_seconds=[2, 10])
+@task(name="register", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=900)
 def register(config: PipelineConfig, tracking_uri: str, record: dict[str, Any]) -> tracking.RegisteredVersion:
     tracking.configure_tracking(tracking_uri)
     version = tracking.log_training_run(**record)

@@ -135,3 +135,42 @@ def test_sync_waits_cleanly_until_annotators_are_done(
     assert again["project_id"] == result["project_id"]
     client = LabelStudioClient.connect(use_server.url, use_server.token)
     assert client.progress(result["project_id"]).tasks == len(client.list_item_ids(result["project_id"]))
+
+
+def test_gate_pass_starts_the_training_deployment_once(
+    make_config: Callable[..., Path], home: Home, mlflow_store: str, use_server: RunningServer
+) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from flows.annotate import annotation_sync
+    from flows.pipeline import pipeline
+
+    async def _deploy() -> str:
+        async with get_client() as client:
+            flow_id = await client.create_flow(pipeline)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name="test-training", entrypoint="flows/pipeline.py:pipeline"
+            )
+        return str(deployment_id)
+
+    deployment_id = asyncio.run(_deploy())
+    config = _absolute_label_config(make_config, annotation__project_identifier="flow-retrain")
+    first = annotation_sync(
+        config_path=str(config), home=str(home.root), retrain_deployment="sluice-pipeline/test-training"
+    )
+    assert first["status"] == "ready" and first["training_flow_run"]
+
+    async def _read(flow_run_id: str) -> tuple[str, dict[str, object]]:
+        async with get_client() as client:
+            run = await client.read_flow_run(flow_run_id)
+        return str(run.deployment_id), dict(run.parameters)
+
+    run_deployment_id, parameters = asyncio.run(_read(first["training_flow_run"]))
+    assert run_deployment_id == deployment_id and parameters["config_path"] == str(config)
+    # the same consensus labels do not start training twice
+    again = annotation_sync(
+        config_path=str(config), home=str(home.root), retrain_deployment="sluice-pipeline/test-training"
+    )
+    assert again["training_flow_run"] is None
