@@ -131,6 +131,13 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
 
 
 def _run(config: str, home: Home, *, prefect: str) -> int:
+    from sluice.config import ConfigError, load_config
+
+    try:  # a broken config fails in a second, before any server starts
+        load_config(config)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _prepare_environment(home, prefect=prefect)
     from flows.pipeline import pipeline
 
