@@ -127,6 +127,7 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
     if docs:
         lines.append(f"    Data Docs    {docs}")
     lines.append(f"    run folder   {result['run_dir']}")
+    lines.append("  the local Prefect server (and Label Studio) keep running for the UIs; `sluice stop` stops them")
     return "\n".join(lines)
 
 
@@ -156,11 +157,14 @@ def _run(config: str, home: Home, *, prefect: str) -> int:
 
 
 def _stop(home: Home) -> int:
+    from sluice.labelstudio_server import stop_server
     from sluice.services import stop_service
 
-    for name in ("prefect", "mlflow", "labelstudio"):
+    for name in ("prefect", "mlflow"):
         if stop_service(home, name):
             print(f"sluice: stopped {name}")
+    if stop_server(home):
+        print("sluice: stopped labelstudio")
     return 0
 
 
