@@ -62,8 +62,12 @@ def ingest_files_parallel(config_path: str, home: str) -> ingest_stage.Snapshot:
         return existing
     scans = scan_source.map(files, source=unmapped(config.source)).result()
     snapshot = write_snapshot(scans, config.source, where.snapshots)
-    steps.publish(f"{config.name}-ingest", snapshot.summary_markdown(), "Snapshot written by the ingest stage")
+    steps.publish(f"{config.name}-ingest", snapshot.summary_markdown(), "Snapshot written by ingest")
     return snapshot
+
+
+def _counts(snapshot: ingest_stage.Snapshot) -> tuple[str, int, int]:
+    return snapshot.snapshot_id, snapshot.rows, snapshot.quarantined
 
 
 def dask_task_runner(dask: bool | str) -> TaskRunner[Any]:
@@ -99,7 +103,7 @@ def ingest_flow(
         snapshot = parallel(config_path=str(config.path or config_path), home=str(where.root))
     else:
         snapshot = steps.ingest(config, where)
-    logger.info("snapshot %s: %d rows, %d malformed", snapshot.snapshot_id, snapshot.rows, snapshot.quarantined)
+    logger.info("snapshot %s: %d rows, %d malformed", *_counts(snapshot))
 
     # --- raw expectations ------------------------------------------------------------------------------
     raw, raw_outcome = steps.validate_raw(config, where, snapshot)

@@ -160,7 +160,7 @@ def _stop(home: Home) -> int:
     from sluice.labelstudio_server import stop_server
     from sluice.services import stop_service
 
-    for name in ("prefect", "mlflow"):
+    for name in ("worker", "prefect", "mlflow"):
         if stop_service(home, name):
             print(f"sluice: stopped {name}")
     if stop_server(home):

@@ -23,9 +23,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
 
     ui = sub.add_parser("ui", help="open the Prefect, MLflow and Label Studio UIs until Ctrl-C")
-    ui.add_argument("--no-labelstudio", action="store_true", help="leave Label Studio out (it starts slowest)")
+    ui.add_argument("--no-labelstudio", action="store_true", help="leave Label Studio out (slowest to start)")
 
-    secret = sub.add_parser("secret", help="store a secret (e.g. the Label Studio token) as a Prefect Secret block")
+    secret = sub.add_parser("secret", help="store a secret (e.g. the Label Studio token) in a Prefect block")
     actions = secret.add_subparsers(dest="secret_action", required=True)
     store = actions.add_parser("set", help="read the value from the terminal (hidden) or stdin and store it")
     store.add_argument("name", help="block name, e.g. sluice-labelstudio-token")
@@ -66,9 +66,10 @@ def _serve(home: Home, *, detach: bool) -> int:
         except ServiceError as exc:
             _say(f"sluice: the worker did not start: {exc}", error=True)
             return 1
-        _say(f"sluice: worker running in the background (pid {worker.pid}, log {worker.log}); `sluice stop` stops it")
+        _say(f"sluice: worker running in the background (pid {worker.pid}, log {worker.log})")
+        _say("sluice: `sluice stop` stops it")
         return 0
-    _say(f"sluice: worker polling {WORK_POOL}; Ctrl-C stops it (the Prefect server keeps running: `sluice stop`)")
+    _say(f"sluice: worker polling {WORK_POOL}; Ctrl-C stops it (the server keeps running: `sluice stop`)")
     return run_worker_foreground(served.env)
 
 

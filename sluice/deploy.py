@@ -166,9 +166,20 @@ def start_worker_detached(home: Home, env: dict[str, str], pool: str = WORK_POOL
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_worker_foreground(env: dict[str, str], pool: str = WORK_POOL, project_dir: Path = REPO_ROOT) -> int:
     """Run a worker until Ctrl-C (or SIGTERM); returns its exit code (0 after a Ctrl-C)."""
-    worker = subprocess.Popen(worker_command(pool), cwd=project_dir, env=env)  # noqa: S603
+    worker = subprocess.Popen(  # noqa: S603
+        worker_command(pool),
+        cwd=project_dir,
+        env=env,
+        # The worker stops on SIGINT by re-raising it at itself; started from a shell that ignores SIGINT
+        # (a background job), it would inherit the ignore and never stop. Give it the default.
+        preexec_fn=_default_sigint,
+    )
 
     def _forward(signum: int, _frame: object) -> None:
         if worker.poll() is None:

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from sluice.home import Home
+from sluice.secrets import LABEL_STUDIO_TOKEN, resolve_secret
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN_ENV_VARS = ("SLUICE_LABEL_STUDIO_TOKEN", "LABEL_STUDIO_API_KEY")
@@ -87,15 +88,16 @@ class LabelStudioSettings(BaseModel):
         """
         if self.token is not None:
             return self.token.get_secret_value()
-        for name in TOKEN_ENV_VARS:
-            value = os.environ.get(name, "").strip()
-            if value:
-                if not _TOKEN_RE.match(value):
-                    raise LabelStudioServerError(
-                        f"${name} is not a Label Studio token (40 lowercase hex characters); "
-                        "unset it to let sluice generate one, or set it to secrets.token_hex(20)"
-                    )
-                return value
+        # The environment first, then the Prefect Secret block (sluice.secrets), then the home's own token.
+        value = resolve_secret(LABEL_STUDIO_TOKEN, TOKEN_ENV_VARS)
+        if value:
+            if not _TOKEN_RE.match(value):
+                raise LabelStudioServerError(
+                    f"the Label Studio token (from ${' / $'.join(TOKEN_ENV_VARS)} or the Prefect Secret block "
+                    f"{LABEL_STUDIO_TOKEN!r}) is not 40 lowercase hex characters; fix it, or unset it to let sluice "
+                    "generate one (secrets.token_hex(20))"
+                )
+            return value
         token_file = home.labelstudio / "admin_token"
         if token_file.is_file():
             return token_file.read_text().strip()

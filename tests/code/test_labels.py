@@ -12,7 +12,9 @@ def _frame() -> pd.DataFrame:
 
 
 def test_column_labels_quarantine_unknown_and_hold_missing() -> None:
-    outcome = labels_from_column(_frame(), LabelsConfig(source="column", column="category", classes=["fresh", "rotten"]))
+    outcome = labels_from_column(
+        _frame(), LabelsConfig(source="column", column="category", classes=["fresh", "rotten"])
+    )
     assert outcome.data["label"].tolist() == ["fresh", "rotten"]
     assert outcome.awaiting["item_id"].tolist() == ["c"]
     assert outcome.quarantine["item_id"].tolist() == ["b"]
@@ -22,8 +24,13 @@ def test_column_labels_quarantine_unknown_and_hold_missing() -> None:
 
 def test_annotation_labels_come_from_consensus() -> None:
     consensus = pd.DataFrame({"item_id": ["a", "d"], "label": ["rotten", "fresh"]})
-    outcome = labels_from_annotation(_frame(), consensus, LabelsConfig(source="annotation", classes=["fresh", "rotten"]))
-    assert dict(zip(outcome.data["item_id"], outcome.data["label"], strict=True)) == {"a": "rotten", "d": "fresh"}
+    outcome = labels_from_annotation(
+        _frame(), consensus, LabelsConfig(source="annotation", classes=["fresh", "rotten"])
+    )
+    assert dict(zip(outcome.data["item_id"], outcome.data["label"], strict=True)) == {
+        "a": "rotten",
+        "d": "fresh",
+    }
     assert sorted(outcome.awaiting["item_id"]) == ["b", "c"]
 
 

@@ -34,9 +34,8 @@ def raw_folder(tmp_path: Path) -> Path:
 
 def _snapshot(result: dict[str, object]) -> Snapshot:
     directory = Path(str(result["snapshot_dir"]))
-    return Snapshot(
-        str(result["snapshot_id"]), directory, json.loads((directory / "manifest.json").read_text())
-    )
+    manifest = json.loads((directory / "manifest.json").read_text())
+    return Snapshot(str(result["snapshot_id"]), directory, manifest)
 
 
 def _task_names(flow_run_id: str) -> list[str]:
@@ -46,9 +45,7 @@ def _task_names(flow_run_id: str) -> list[str]:
     async def _read() -> list[str]:
         async with get_client() as client:
             children = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
-                )
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
             )
             ids = [flow_run_id, *[str(c.id) for c in children]]
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": ids}))

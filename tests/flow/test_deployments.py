@@ -83,10 +83,64 @@ def test_a_worker_runs_the_ingest_deployment_to_completion(
     with SyncPrefectClient(served.api_url) as client:
         finished = client.read_flow_run(flow_run.id)
     assert finished.state is not None
-    assert finished.state.is_completed(), (
-        f"{finished.state}\n{worker.stdout[-3000:]}\n{worker.stderr[-3000:]}"
-    )
+    log = f"{finished.state}\n{worker.stdout[-3000:]}\n{worker.stderr[-3000:]}"
+    assert finished.state.is_completed(), log
     manifests = list((home / "snapshots").glob("*/manifest.json"))
     assert len(manifests) == 1, "the run did not write its snapshot under the home it was given"
     assert (home / "raw" / "rotten_tomatoes" / "rotten_tomatoes.csv").is_file()
     assert served.env["SLUICE_PROJECT_DIR"] == str(repo)
+
+
+def test_sluice_ui_serves_prefect_and_mlflow_and_stops_them_on_ctrl_c(tmp_path: Path) -> None:
+    import json
+    import os
+    import queue
+    import signal
+    import sys
+    import threading
+    import time
+
+    from sluice.services import http_ok
+
+    home = tmp_path / "ui-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env["SLUICE_HOME"] = str(home)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "ui", "--no-labelstudio"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in ui.stdout or []], daemon=True).start()
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not any("Ctrl-C" in line for line in output):
+            assert time.monotonic() < deadline and ui.poll() is None, "".join(output)
+            try:
+                output.append(lines.get(timeout=1))
+            except queue.Empty:
+                pass
+        urls = {line.split()[0]: line.split()[1] for line in output if line.startswith("  ")}
+        prefect_url, mlflow_url = urls["Prefect"], urls["MLflow"]
+        assert mlflow_url.endswith("/#/models"), "MLflow should open on the registered models page"
+        mlflow_base = mlflow_url.removesuffix("/#/models")
+        assert http_ok(f"{prefect_url}/api/health") and http_ok(f"{mlflow_base}/health")
+        pids = [json.loads(p.read_text())["pid"] for p in (home / "services").glob("*.json")]
+        assert len(pids) == 2
+
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=60) == 0
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            stop_service(Home.resolve(home), "prefect")
+            stop_service(Home.resolve(home), "mlflow")
+    time.sleep(0.5)
+    assert not http_ok(f"{prefect_url}/api/health") and not http_ok(f"{mlflow_base}/health")
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not list((home / "services").glob("*.json")), "stopped services are still recorded"
