@@ -58,8 +58,16 @@ def configure_tracking(tracking_uri: str, *, artifacts_dir: Path | None = None) 
     mlflow = _mlflow()
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # set_tracking_uri also writes $MLFLOW_TRACKING_URI (for subprocesses); put the user's value back, or a
+    # later run in this process would mistake this run's URI for the user's choice.
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return tracking_uri
 
 

@@ -55,3 +55,15 @@ def test_summary_says_what_a_user_needs() -> None:
         "aliases: challenger",
     ):
         assert expected in text
+
+
+def test_configuring_tracking_leaves_the_users_environment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.tracking import configure_tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///users-choice.db")
+    configure_tracking(f"sqlite:///{tmp_path / 'this-run.db'}")
+    import os
+
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///users-choice.db"
