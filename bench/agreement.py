@@ -40,14 +40,10 @@ def make_annotations(seed: int = 0) -> pd.DataFrame:
     annotator = who.ravel()
     wrong = rng.random(len(item)) < error_rate[annotator]
     # A wrong label is one of the other labels, uniformly.
-    label = np.where(
-        wrong, (truth[item] + rng.integers(1, len(LABELS), len(item))) % len(LABELS), truth[item]
-    )
+    label = np.where(wrong, (truth[item] + rng.integers(1, len(LABELS), len(item))) % len(LABELS), truth[item])
     item_names = np.char.add("item-", np.char.zfill(np.arange(N_ITEMS).astype(str), 6))
     annotator_names = np.array([f"annotator-{a:02d}" for a in range(N_ANNOTATORS)])
-    return pd.DataFrame(
-        {"item_id": item_names[item], "annotator": annotator_names[annotator], "label": LABELS[label]}
-    )
+    return pd.DataFrame({"item_id": item_names[item], "annotator": annotator_names[annotator], "label": LABELS[label]})
 
 
 def to_reliability_matrix(df: pd.DataFrame) -> npt.NDArray[np.float64]:

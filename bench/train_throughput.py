@@ -86,9 +86,7 @@ def bare_loop(
     return len(y) * epochs / seconds
 
 
-def compare(
-    name: str, df: pd.DataFrame, config: TrainConfig, columns: dict[str, object], repeats: int
-) -> float:
+def compare(name: str, df: pd.DataFrame, config: TrainConfig, columns: dict[str, object], repeats: int) -> float:
     """Print and return the median throughput ratio train_model / bare loop."""
     val = df.iloc[: max(2, len(df) // 50)]
     kwargs: dict[str, Any] = dict(label_col="y", classes=CLASSES, config=config, **columns)
@@ -162,9 +160,7 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {torch_threads} torch threads, GPU {gpu}; "
         f"torch {torch.__version__}"
     )
-    common = dict(
-        epochs=args.epochs, patience=args.epochs + 1, progress=False, device=args.device, precision="fp32"
-    )
+    common = dict(epochs=args.epochs, patience=args.epochs + 1, progress=False, device=args.device, precision="fp32")
     if args.task in ("text", "all"):
         rows = args.rows or (100_000 if device.type == "cuda" else 8_000)
         compare(

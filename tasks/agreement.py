@@ -190,9 +190,7 @@ class AgreementReport:
         return "\n".join(lines)
 
 
-def agreement_report(
-    df: pd.DataFrame, *, level: str = "nominal", order: LabelOrder | None = None
-) -> AgreementReport:
+def agreement_report(df: pd.DataFrame, *, level: str = "nominal", order: LabelOrder | None = None) -> AgreementReport:
     """Alpha, Fleiss' kappa (when counts are even), pairwise kappa and per annotator/item/label tables."""
     coded = encode_annotations(df)
     alpha = _alpha(coded, level, order)
@@ -438,9 +436,7 @@ def _fleiss(coded: CodedAnnotations) -> float:
             "items with fewer, or use krippendorff_alpha, which handles uneven counts"
         )
     if len(sizes) == 0 or sizes[0] < 2:
-        raise ValueError(
-            "Fleiss' kappa needs at least 2 ratings per item; assign two or more annotators per item"
-        )
+        raise ValueError("Fleiss' kappa needs at least 2 ratings per item; assign two or more annotators per item")
     m = float(sizes[0])
     n_rated = len(rated)
     count = coded.cell_count.astype(np.float64)
@@ -453,9 +449,7 @@ def _fleiss(coded: CodedAnnotations) -> float:
 
 def _alpha(coded: CodedAnnotations, level: str, order: LabelOrder | None) -> float:
     if level not in LEVELS:
-        raise ValueError(
-            f"unknown level {level!r} for Krippendorff's alpha; valid levels: {', '.join(LEVELS)}"
-        )
+        raise ValueError(f"unknown level {level!r} for Krippendorff's alpha; valid levels: {', '.join(LEVELS)}")
     m = coded.ratings
     pairable = m >= 2
     if not pairable.any():

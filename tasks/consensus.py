@@ -150,9 +150,7 @@ def check_agreement_gate(report: AgreementReport, config: ConsensusConfig) -> Ga
             f"so reliability cannot be shown against the threshold {config.alpha_threshold:.3f}"
         )
     elif report.alpha < config.alpha_threshold:
-        reasons.append(
-            f"Krippendorff's alpha {report.alpha:.3f} is below the threshold {config.alpha_threshold:.3f}"
-        )
+        reasons.append(f"Krippendorff's alpha {report.alpha:.3f} is below the threshold {config.alpha_threshold:.3f}")
     per = report.per_annotator
     judged = per[(per["n_compared"] >= config.min_annotator_items) & per["kappa"].notna()]
     low = judged[judged["kappa"] < config.annotator_kappa_threshold].sort_values("kappa", kind="stable")
@@ -179,8 +177,7 @@ def _read_adjudicated(
     missing = [c for c in ("item_id", "label") if c not in adjudicated.columns]
     if missing:
         raise ValueError(
-            f"column(s) {', '.join(missing)} missing from the adjudicated frame; "
-            "expected item_id, label, reviewer"
+            f"column(s) {', '.join(missing)} missing from the adjudicated frame; expected item_id, label, reviewer"
         )
     if adjudicated["label"].isna().any():
         bad = adjudicated.loc[adjudicated["label"].isna(), "item_id"].head(5).tolist()

@@ -16,9 +16,7 @@ def _as_indices(y: Sequence[str] | np.ndarray | pd.Series, classes: list[str]) -
     values = [str(v) for v in y]
     unknown = sorted({v for v in values if v not in index})
     if unknown:
-        raise ValueError(
-            f"labels {unknown[:10]} are not in classes {classes}; evaluate with the model's classes"
-        )
+        raise ValueError(f"labels {unknown[:10]} are not in classes {classes}; evaluate with the model's classes")
     return np.asarray([index[v] for v in values], dtype=np.int64)
 
 
@@ -52,9 +50,7 @@ def evaluate_predictions(
         "balanced_accuracy": float(_balanced_accuracy(y, pred, len(classes))),
     }
     for average in ("macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(
-            y, pred, labels=labels, average=average, zero_division=0
-        )
+        p, r, f, _ = skm.precision_recall_fscore_support(y, pred, labels=labels, average=average, zero_division=0)
         out[f"precision_{average}"], out[f"recall_{average}"], out[f"f1_{average}"] = (
             float(p),
             float(r),
@@ -102,9 +98,7 @@ def confusion_table(
     cm = skm.confusion_matrix(
         _as_indices(y_true, classes), _as_indices(y_pred, classes), labels=list(range(len(classes)))
     )
-    table = pd.DataFrame(
-        cm, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted")
-    )
+    table = pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
     if normalize:
         table = table.div(table.sum(axis=1).replace(0, 1), axis=0)
     return table

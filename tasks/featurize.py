@@ -102,9 +102,7 @@ def hash_texts(texts: Sequence[str] | pd.Series, spec: HashingSpec) -> tuple[tor
     return torch.tensor(ids, dtype=torch.int64), torch.tensor(offsets, dtype=torch.int64)
 
 
-def gather_bags(
-    ids: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_bags(ids: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Select rows of a (ids, offsets) bag table without a Python loop.
 
     Returns:
@@ -197,10 +195,7 @@ def encode_tabular(df: pd.DataFrame, spec: TabularSpec) -> torch.Tensor:
     for col, categories in spec.categorical.items():
         lookup = {c: i for i, c in enumerate(categories)}
         codes = np.asarray(
-            [
-                lookup.get(v, -1) if isinstance(v, str) else -1
-                for v in df[col].astype("str").where(df[col].notna())
-            ],
+            [lookup.get(v, -1) if isinstance(v, str) else -1 for v in df[col].astype("str").where(df[col].notna())],
             dtype=np.int64,
         )
         onehot = np.zeros((len(df), len(categories)))
@@ -245,18 +240,14 @@ def _stack_images(cells: Sequence[Any]) -> np.ndarray:
     arrays = [_load_image(c) for c in cells]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(
-            f"images have different shapes {sorted(shapes)[:5]}; resize them to one shape before training"
-        )
+        raise ValueError(f"images have different shapes {sorted(shapes)[:5]}; resize them to one shape before training")
     stack = np.stack(arrays) if arrays else np.zeros((0, 1, 1), dtype=np.float32)
     if stack.ndim == 3:  # (N, H, W): greyscale
         stack = stack[:, None]
     elif stack.ndim == 4:  # (N, H, W, C) as images are stored; the CNN wants channels first
         stack = stack.transpose(0, 3, 1, 2)
     else:
-        raise ValueError(
-            f"image cells must be (H, W) or (H, W, C) arrays or paths; got shape {stack.shape[1:]}"
-        )
+        raise ValueError(f"image cells must be (H, W) or (H, W, C) arrays or paths; got shape {stack.shape[1:]}")
     return np.ascontiguousarray(stack)
 
 
@@ -282,9 +273,7 @@ def encode_images(cells: Sequence[Any], spec: ImageSpec) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------
 # Transformer: tokenise with the tokenizer saved next to the weights
 # ----------------------------------------------------------------------------------------------------
-def tokenize_texts(
-    tokenizer: Any, texts: Sequence[str] | pd.Series, max_length: int
-) -> dict[str, torch.Tensor]:
+def tokenize_texts(tokenizer: Any, texts: Sequence[str] | pd.Series, max_length: int) -> dict[str, torch.Tensor]:
     """Tokenise to padded `input_ids` / `attention_mask` tensors (truncated to `max_length`)."""
     clean = [t if isinstance(t, str) else "" for t in texts]
     encoded = tokenizer(clean, padding=True, truncation=True, max_length=max_length, return_tensors="pt")

@@ -103,9 +103,7 @@ def resolve_architecture(task: str, architecture: str) -> str:
     if architecture == "auto":
         return valid[0]
     if architecture not in valid:
-        raise ValueError(
-            f"unknown architecture {architecture!r} for task {task!r}; valid: {['auto', *valid]}"
-        )
+        raise ValueError(f"unknown architecture {architecture!r} for task {task!r}; valid: {['auto', *valid]}")
     return architecture
 
 
@@ -139,9 +137,7 @@ def _norm_2d(norm: str, channels: int) -> nn.Module:
 class MLPHead(nn.Module):
     """Linear -> norm -> activation -> dropout per hidden width, then a linear output layer."""
 
-    def __init__(
-        self, n_in: int, hidden: list[int], n_out: int, activation: str, dropout: float, norm: str
-    ) -> None:
+    def __init__(self, n_in: int, hidden: list[int], n_out: int, activation: str, dropout: float, norm: str) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = n_in
@@ -168,9 +164,7 @@ class HashedBagClassifier(nn.Module):
         self.pad_id = spec.n_buckets  # one extra row, never trained, so padded input can share the table
         self.bag = nn.EmbeddingBag(spec.n_buckets + 1, spec.embed_dim, mode="mean", padding_idx=self.pad_id)
         self.input_dropout = nn.Dropout(spec.dropout)
-        self.head = MLPHead(
-            spec.embed_dim, spec.hidden, spec.n_classes, spec.activation, spec.dropout, spec.norm
-        )
+        self.head = MLPHead(spec.embed_dim, spec.hidden, spec.n_classes, spec.activation, spec.dropout, spec.norm)
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         return self.head(self.input_dropout(self.bag(ids, offsets)))
@@ -190,9 +184,7 @@ class TabularMLP(nn.Module):
         super().__init__()
         if spec.n_features < 1:
             raise ValueError("the tabular MLP needs at least one feature column; pass feature_cols")
-        self.head = MLPHead(
-            spec.n_features, spec.hidden, spec.n_classes, spec.activation, spec.dropout, spec.norm
-        )
+        self.head = MLPHead(spec.n_features, spec.hidden, spec.n_classes, spec.activation, spec.dropout, spec.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
@@ -248,9 +240,7 @@ def check_pretrained_dir(path: str | Path | None, *, need_weights: bool = True) 
         )
     directory = Path(path)
     if not directory.is_dir():
-        raise FileNotFoundError(
-            f"pretrained_dir {directory} does not exist; expected a directory with {expected}"
-        )
+        raise FileNotFoundError(f"pretrained_dir {directory} does not exist; expected a directory with {expected}")
     missing = [" or ".join(g) for g in groups if not any((directory / name).is_file() for name in g)]
     if missing:
         raise FileNotFoundError(
@@ -265,14 +255,10 @@ def load_transformer(directory: str | Path, n_classes: int, *, from_weights: boo
     try:
         from transformers import AutoConfig, AutoModelForSequenceClassification
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the transformer architecture needs transformers: pip install transformers"
-        ) from err
+        raise ImportError("the transformer architecture needs transformers: pip install transformers") from err
     path = check_pretrained_dir(directory, need_weights=from_weights)
     if from_weights:
-        hf = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=n_classes, local_files_only=True
-        )
+        hf = AutoModelForSequenceClassification.from_pretrained(path, num_labels=n_classes, local_files_only=True)
     else:
         config = AutoConfig.from_pretrained(path, num_labels=n_classes, local_files_only=True)
         hf = AutoModelForSequenceClassification.from_config(config)

@@ -95,9 +95,7 @@ class Predictor:
                 f"this model reads {self.input_columns}"
             )
         if self.architecture == "hashed_bag":
-            return BagInputs(
-                *hash_texts(df[str(self.text_col)], HashingSpec.from_dict(self.features["hashing"]))
-            )
+            return BagInputs(*hash_texts(df[str(self.text_col)], HashingSpec.from_dict(self.features["hashing"])))
         if self.architecture == "transformer":
             encoded = tokenize_texts(self.tokenizer, df[str(self.text_col)], int(self.features["max_length"]))
             return TokenInputs(encoded["input_ids"], encoded["attention_mask"])
@@ -138,9 +136,7 @@ class Predictor:
         """The most probable class name per row."""
         proba = self.predict_proba(df)
         return (
-            np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
-            if len(proba)
-            else np.asarray([], dtype=object)
+            np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)] if len(proba) else np.asarray([], dtype=object)
         )
 
     # -- persistence -----------------------------------------------------------------------------------------
@@ -227,9 +223,7 @@ class Predictor:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         example = self._onnx_example()
-        module: nn.Module = (
-            _PaddedBag(self.model) if isinstance(self.model, HashedBagClassifier) else self.model
-        )
+        module: nn.Module = _PaddedBag(self.model) if isinstance(self.model, HashedBagClassifier) else self.model
         names = list(example)
         axes: dict[str, dict[int, str]] = {n: {0: "batch"} for n in names}
         if self.architecture in ("hashed_bag", "transformer"):

@@ -167,17 +167,11 @@ class TrainConfig(BaseModel):
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise ValueError("nesterov needs optimizer='sgd' with momentum > 0")
         if self.scheduler == "plateau" and self.warmup_epochs > 0:
-            raise ValueError(
-                "warmup_epochs works with scheduler none/step/cosine, not plateau; set one of them"
-            )
+            raise ValueError("warmup_epochs works with scheduler none/step/cosine, not plateau; set one of them")
         if self.word_ngrams[0] < 1 or self.word_ngrams[0] > self.word_ngrams[1]:
             raise ValueError(f"word_ngrams {self.word_ngrams} must be (low, high) with 1 <= low <= high")
-        if self.char_ngrams is not None and (
-            self.char_ngrams[0] < 1 or self.char_ngrams[0] > self.char_ngrams[1]
-        ):
-            raise ValueError(
-                f"char_ngrams {self.char_ngrams} must be (low, high) with 1 <= low <= high, or None"
-            )
+        if self.char_ngrams is not None and (self.char_ngrams[0] < 1 or self.char_ngrams[0] > self.char_ngrams[1]):
+            raise ValueError(f"char_ngrams {self.char_ngrams} must be (low, high) with 1 <= low <= high, or None")
         return self
 
     @property
@@ -235,9 +229,7 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 def choose_device(requested: str = "auto") -> torch.device:
     """CUDA when available (or required), else CPU."""
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "device='cuda' was requested but torch sees no CUDA device; set device='auto' or 'cpu'"
-        )
+        raise RuntimeError("device='cuda' was requested but torch sees no CUDA device; set device='auto' or 'cpu'")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
@@ -327,9 +319,7 @@ def class_weight_tensor(y: torch.Tensor, n_classes: int, setting: str | list[flo
         weights = len(y) / (n_classes * counts.clamp(min=1))
         return weights.float()
     if len(setting) != n_classes:
-        raise ValueError(
-            f"class_weights has {len(setting)} entries for {n_classes} classes; give one per class"
-        )
+        raise ValueError(f"class_weights has {len(setting)} entries for {n_classes} classes; give one per class")
     return torch.tensor(setting, dtype=torch.float32)
 
 
@@ -396,9 +386,7 @@ def raise_if_diverged(losses: torch.Tensor, *, first_batch: int, epoch: int, n_b
         raise FloatingPointError(_diverged_message(float(losses[index]), where))
 
 
-def eval_step(
-    model: nn.Module, args: tuple[torch.Tensor, ...], autocast: AbstractContextManager[Any]
-) -> torch.Tensor:
+def eval_step(model: nn.Module, args: tuple[torch.Tensor, ...], autocast: AbstractContextManager[Any]) -> torch.Tensor:
     """Logits (float32) for one batch, without building a graph."""
     with torch.inference_mode(), autocast:
         return model(*args).float()
@@ -538,9 +526,7 @@ def _make_predictor(
             try:
                 from transformers import AutoTokenizer
             except ImportError as err:
-                raise ImportError(
-                    "architecture='transformer' needs transformers: pip install transformers"
-                ) from err
+                raise ImportError("architecture='transformer' needs transformers: pip install transformers") from err
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
             spec.pretrained_dir = str(directory)
             features["max_length"] = config.max_length
@@ -717,9 +703,7 @@ def train_model(
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     fingerprint = ""
     if checkpoint_path is not None:
-        fingerprint = _fingerprint(
-            *_inputs_tensors(train_inputs), y_train, *_inputs_tensors(val_inputs), y_val
-        )
+        fingerprint = _fingerprint(*_inputs_tensors(train_inputs), y_train, *_inputs_tensors(val_inputs), y_val)
     if checkpoint_path is not None and checkpoint_path.is_file():
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if _comparable(ckpt["config"]) != _comparable(config_dump) or ckpt["data_fingerprint"] != fingerprint:
@@ -747,16 +731,12 @@ def train_model(
 
     show = _progress_enabled(config.progress)
     remaining = range(0) if finished else range(start_epoch, config.epochs + 1)
-    epochs_bar = tqdm(
-        remaining, desc="epochs", disable=not show, initial=start_epoch - 1, total=config.epochs
-    )
+    epochs_bar = tqdm(remaining, desc="epochs", disable=not show, initial=start_epoch - 1, total=config.epochs)
     for epoch in epochs_bar:
         started = time.perf_counter()
         model.train()
         # Shuffling from (seed, epoch) alone: a resumed run sees the same order as an uninterrupted one.
-        order = torch.randperm(
-            len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        )
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
         batches = _batch_rows(order.to(train_inputs.device), config.batch_size)
         n_batches = len(batches)
         # Batch losses stay on the device; reading each one back would sync the GPU every step.
@@ -791,9 +771,7 @@ def train_model(
             if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
                 scheduler.step()
             if not check_each_step and (b - checked >= _FINITE_CHECK_EVERY or b == n_batches):
-                raise_if_diverged(
-                    losses[checked:b], first_batch=checked + 1, epoch=epoch, n_batches=n_batches
-                )
+                raise_if_diverged(losses[checked:b], first_batch=checked + 1, epoch=epoch, n_batches=n_batches)
                 checked = b
         train_loss = float((losses * sizes).sum()) / len(train)  # also waits for the GPU to finish
         train_seconds = time.perf_counter() - started

@@ -48,9 +48,7 @@ class CVResult:
 def _apply(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
     unknown = sorted(set(params) - set(TrainConfig.model_fields))
     if unknown:
-        raise ValueError(
-            f"parameters {unknown} are not TrainConfig fields; valid: {sorted(TrainConfig.model_fields)}"
-        )
+        raise ValueError(f"parameters {unknown} are not TrainConfig fields; valid: {sorted(TrainConfig.model_fields)}")
     fixed = sorted(set(params) & _DONT_TUNE)
     if fixed:
         raise ValueError(f"parameters {fixed} are not hyperparameters; set them on the base config instead")
@@ -91,9 +89,7 @@ def grid_search(
     if not grid or any(len(v) == 0 for v in grid.values()):
         raise ValueError(f"grid {grid} must map each field to a non-empty list of values")
     names = list(grid)
-    combos = [
-        dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))
-    ]
+    combos = [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
     configs = [_apply(base, params) for params in combos]
     rows: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any], TrainConfig] | None = None
@@ -107,12 +103,8 @@ def grid_search(
             **_columns(text_col, feature_cols, image_col),
         )
         metrics = {**result.best, "best_epoch": float(result.best_epoch)}
-        logger.info(
-            "trial %d/%d %s: %s=%.4f", number + 1, len(combos), params, base.monitor, result.best_metric
-        )
-        rows.append(
-            {"trial": number, **{f"param_{k}": v for k, v in params.items()}, **metrics, "state": "complete"}
-        )
+        logger.info("trial %d/%d %s: %s=%.4f", number + 1, len(combos), params, base.monitor, result.best_metric)
+        rows.append({"trial": number, **{f"param_{k}": v for k, v in params.items()}, **metrics, "state": "complete"})
         if on_trial is not None:
             on_trial(dict(params), dict(metrics))
         if best is None or _better(result.best_metric, best[0], base.monitor_mode):
@@ -132,9 +124,7 @@ def _suggest(trial: Any, name: str, spec: Any) -> Any:
         spec = {"type": "categorical", "choices": spec}
     kind = spec.get("type") if isinstance(spec, dict) else None
     if kind == "float":
-        return trial.suggest_float(
-            name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))
-        )
+        return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
     if kind == "int":
         return trial.suggest_int(
             name,
@@ -207,9 +197,7 @@ def optuna_search(
             last.update(metrics)
             trial.report(metrics[base.monitor], step=epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(
-                    f"epoch {epoch}: {base.monitor}={metrics[base.monitor]:.4f} below median"
-                )
+                raise optuna.TrialPruned(f"epoch {epoch}: {base.monitor}={metrics[base.monitor]:.4f} below median")
 
         try:
             result = train_model(
@@ -253,9 +241,7 @@ def optuna_search(
         study = optuna.create_study(
             direction=direction,
             sampler=optuna.samplers.TPESampler(seed=seed),
-            pruner=optuna.pruners.MedianPruner(
-                n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_epochs
-            ),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_epochs),
         )
         study.optimize(objective, n_trials=n_trials, timeout=timeout)
     finally:
@@ -263,8 +249,7 @@ def optuna_search(
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError(
-            f"all {len(study.trials)} trials were pruned or failed; widen the search space "
-            "or raise n_startup_trials"
+            f"all {len(study.trials)} trials were pruned or failed; widen the search space or raise n_startup_trials"
         )
     best_trial = study.best_trial
     best_params = {name: _decode(best_trial.params[name], search_space[name]) for name in search_space}
@@ -324,9 +309,7 @@ def cross_validate(
             config=config,
             **_columns(text_col, feature_cols, image_col),
         )
-        metrics = evaluate_predictions(
-            val[label_col].astype(str), result.predictor.predict_proba(val), classes
-        )
+        metrics = evaluate_predictions(val[label_col].astype(str), result.predictor.predict_proba(val), classes)
         metrics["best_epoch"] = float(result.best_epoch)
         rows.append({"fold": fold, "n_train": len(train), "n_val": len(val), **metrics})
         results.append(result)

@@ -96,9 +96,7 @@ def _random_annotations(
 # -- Krippendorff's alpha ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("level", "published"), [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849)]
-)
+@pytest.mark.parametrize(("level", "published"), [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849)])
 def test_alpha_matches_krippendorff_2011_worked_example(level: str, published: float) -> None:
     assert krippendorff_alpha(_krippendorff_2011(), level) == pytest.approx(published, abs=5e-4)
 
@@ -268,11 +266,7 @@ def test_item_agreement_reports_majority_share_and_ties() -> None:
 def test_label_specific_agreement_is_positive_specific_agreement_for_two_raters() -> None:
     # a = 3 items both say x, b + c = 2 items exactly one says x: PSA(x) = 2a / (2a + b + c) = 6 / 8.
     pairs = [("x", "x")] * 3 + [("x", "y"), ("y", "x")] + [("y", "y")] * 4
-    rows = [
-        (f"i{k}", rater, label)
-        for k, pair in enumerate(pairs)
-        for rater, label in zip("ab", pair, strict=True)
-    ]
+    rows = [(f"i{k}", rater, label) for k, pair in enumerate(pairs) for rater, label in zip("ab", pair, strict=True)]
     table = label_agreement(_long(rows)).set_index("label")  # type: ignore[arg-type]
     assert table.loc["x", "specific_agreement"] == pytest.approx(6 / 8)
     assert table.loc["y", "specific_agreement"] == pytest.approx(8 / 10)

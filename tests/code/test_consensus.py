@@ -23,9 +23,7 @@ def _long(rows: list[tuple[str, str, str | None]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item_id", "annotator", "label"])
 
 
-def _simulated(
-    error_rates: dict[str, float], n_items: int = 300, overlap: int = 3, seed: int = 0
-) -> pd.DataFrame:
+def _simulated(error_rates: dict[str, float], n_items: int = 300, overlap: int = 3, seed: int = 0) -> pd.DataFrame:
     """`overlap` annotators per item drawn from `error_rates`; a wrong label is a random other label."""
     rng = np.random.default_rng(seed)
     names = list(error_rates)
@@ -100,9 +98,7 @@ def test_low_agreement_detail_names_the_majority_and_the_threshold() -> None:
 
 
 def test_adjudication_wins_over_consensus_and_empties_the_queue() -> None:
-    adjudicated = pd.DataFrame(
-        {"item_id": ["tie", "clear"], "label": ["rotten", "plot"], "reviewer": ["rita", "rita"]}
-    )
+    adjudicated = pd.DataFrame({"item_id": ["tie", "clear"], "label": ["rotten", "plot"], "reviewer": ["rita", "rita"]})
     result = consensus_labels(MIXED, ConsensusConfig(), adjudicated)
     labels = result.labels.set_index("item_id")
     assert labels.loc["tie", "label"] == "rotten" and labels.loc["tie", "source"] == "adjudicated"
@@ -188,9 +184,7 @@ def test_gate_error_carries_the_reasons_and_the_report() -> None:
     assert str(error).endswith("## Inter-annotator agreement")
 
 
-@pytest.mark.parametrize(
-    "bad", [{"min_votes": 0}, {"min_item_agreement": 1.5}, {"overlap": 0}, {"min_vote": 2}]
-)
+@pytest.mark.parametrize("bad", [{"min_votes": 0}, {"min_item_agreement": 1.5}, {"overlap": 0}, {"min_vote": 2}])
 def test_config_rejects_nonsense(bad: dict[str, float]) -> None:
     with pytest.raises(ValidationError):
         ConsensusConfig(**bad)  # type: ignore[arg-type]

@@ -14,9 +14,7 @@ from tasks.train import TrainConfig, choose_precision, train_model
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none on this machine"
-    ),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none on this machine"),
 ]
 CLASSES = ["neg", "pos"]
 
@@ -67,9 +65,7 @@ def _config(**overrides: object) -> TrainConfig:
 
 def test_auto_device_trains_on_cuda_with_mixed_precision() -> None:
     train, val = _reviews(400, 0), _reviews(100, 1)
-    result = train_model(
-        train, val, label_col="label", classes=CLASSES, config=_config(device="auto"), text_col="text"
-    )
+    result = train_model(train, val, label_col="label", classes=CLASSES, config=_config(device="auto"), text_col="text")
     assert result.device.startswith("cuda")
     assert result.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     assert result.best["val_accuracy"] >= 0.9
@@ -141,9 +137,7 @@ def test_pinned_memory_path_trains_the_same(num_workers: int) -> None:
 
 def test_gpu_trained_predictor_loads_on_cpu(tmp_path: Path) -> None:
     train, val = _reviews(200, 0), _reviews(50, 1)
-    result = train_model(
-        train, val, label_col="label", classes=CLASSES, text_col="text", config=_config(epochs=2)
-    )
+    result = train_model(train, val, label_col="label", classes=CLASSES, text_col="text", config=_config(epochs=2))
     result.predictor.save(tmp_path)
     loaded = Predictor.load(tmp_path, device="cpu")
     assert next(loaded.model.parameters()).device.type == "cpu"

@@ -98,7 +98,9 @@ def test_id_column_is_used_and_must_be_unique(tmp_path: Path) -> None:
     ],
     ids=["missing path", "empty file", "header only", "wrong encoding"],
 )
-def test_bad_input_names_the_file_and_the_fix(tmp_path: Path, content: bytes | str | None, pattern: str, message: str) -> None:
+def test_bad_input_names_the_file_and_the_fix(
+    tmp_path: Path, content: bytes | str | None, pattern: str, message: str
+) -> None:
     if content is not None:
         _write(tmp_path / pattern, content)
     with pytest.raises(IngestError, match=message):
@@ -112,5 +114,7 @@ def test_declared_encoding_reads_latin1(tmp_path: Path) -> None:
 
 def test_missing_configured_column_is_named(tmp_path: Path) -> None:
     df = pd.DataFrame({"item_id": ["1"], "body": ["x"]})
-    with pytest.raises(IngestError, match=r'column "text" \(columns.text\) is missing from snap.*available columns: body'):
+    with pytest.raises(
+        IngestError, match=r'column "text" \(columns.text\) is missing from snap.*available columns: body'
+    ):
         check_columns(df, {"text": "text", "group": None}, where="snap")

