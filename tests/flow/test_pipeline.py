@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import pytest
 
 from sluice.home import Home
 from tasks.validate import ExpectationGateError
+from tests.flow.helpers import serve_in_fresh_process
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -56,16 +53,11 @@ def test_pipeline_registers_a_version_with_lineage(
     assert {"reports/model_card.md", "reports/leakage_report.json", "reports/expectations.json"} <= artifacts
 
     # a plain MLflow client in a fresh process serves the model from raw text
-    script = (
-        "import mlflow, pandas as pd, sys; "
-        f"m = mlflow.pyfunc.load_model('models:/rt-flow-test/{result['model_version']}'); "
-        "out = m.predict(pd.DataFrame({'text': ['a gorgeous, moving film', 'dull and lifeless']})); "
-        "print(out.to_json(orient='records'))"
+    predictions = serve_in_fresh_process(
+        f"models:/rt-flow-test/{result['model_version']}",
+        mlflow_store,
+        ["a gorgeous, moving film", "dull and lifeless"],
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/", timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    predictions = json.loads(done.stdout.strip().splitlines()[-1])
     assert [p["label"] in ("fresh", "rotten") for p in predictions] == [True, True]
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from sluice.cli import main
 from sluice.home import Home
 from sluice.services import ensure_mlflow_ui, free_port, stop_service
 from sluice.tracking import TrackingError
+from tests.flow.helpers import serve_in_fresh_process
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -128,13 +126,5 @@ def test_server_mode_registers_and_serves_the_champion(
     )
     result = pipeline(config_path=str(config), home=str(home.root))
     assert result["tracking_uri"] == mlflow_server and "champion" in result["aliases"]
-    script = (
-        "import mlflow, pandas as pd; "
-        "m = mlflow.pyfunc.load_model('models:/rt-server@champion'); "
-        "print(m.predict(pd.DataFrame({'text': ['a triumph', 'a mess']})).to_json(orient='records'))"
-    )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/", timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = serve_in_fresh_process("models:/rt-server@champion", mlflow_server, ["a triumph", "a mess"])
     assert {"label", "proba_fresh", "proba_rotten"} <= set(rows[0])
