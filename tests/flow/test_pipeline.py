@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -80,3 +82,22 @@ def test_gate_stops_a_corrupted_input_naming_the_expectation(
     # nothing was registered for the stopped run
     client = mlflow.MlflowClient(tracking_uri=mlflow_store)
     assert not client.search_model_versions("name = 'rt-gate-test'")
+    # the failed run is named after its data and leaves a failure artifact that says why
+    run, artifact = asyncio.run(_latest_run_and_failure_artifact())
+    assert run.name.startswith("rotten_tomatoes_labelled-") and run.state_name == "Failed"
+    assert artifact is not None and "ExpectationGateError" in str(artifact.data)
+    assert 'expect_column_values_to_not_be_null("movie_name")' in str(artifact.data)
+
+
+async def _latest_run_and_failure_artifact() -> tuple[Any, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        (run,) = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sluice-pipeline-failure"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+        )
+    return run, artifacts[0] if artifacts else None
