@@ -23,8 +23,7 @@ class SluiceModel(PythonModel):
 
         self._predictor = Predictor.load(Path(context.artifacts["predictor"]))
 
-    # No type hints on predict: MLflow would read them as a schema and warn; the signature is logged instead.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         proba = self._predictor.predict_proba(frame)
         classes = list(self._predictor.classes)
