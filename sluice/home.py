@@ -93,5 +93,11 @@ class Home:
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "MPLCONFIGDIR": str(self.root / "matplotlib"),
+            # Libraries that write under $HOME (MLflow's telemetry id, onnxruntime's cache) follow XDG.
             "XDG_CACHE_HOME": str(self.root / "cache"),
+            "XDG_CONFIG_HOME": str(self.root / "config"),
+            "XDG_DATA_HOME": str(self.root / "data"),
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+            "GX_ANALYTICS_ENABLED": "false",
         }

@@ -25,6 +25,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["SLUICE_HOME"] = str(base / "home")
+    # Nothing a test runs may write to the user's $HOME: point it, and the XDG folders, at the temp dir.
+    os.environ["HOME"] = str(base / "user-home")
+    for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        os.environ[name] = str(base / name.lower())
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["DO_NOT_TRACK"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -34,7 +34,7 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
             for key in parents:
                 node = node.setdefault(key, {})
             node[leaf] = value
-        path = tmp_path / f"{base}-test.yaml"
+        path = tmp_path / f"{base}-test-{len(list(tmp_path.glob('*-test-*.yaml')))}.yaml"  # one file per call
         for key in ("raw_suite", "clean_suite"):  # the copy lives outside the repository
             suite = raw.get("expectations", {}).get(key)
             if suite and not Path(suite).is_absolute():
