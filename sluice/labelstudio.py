@@ -325,6 +325,22 @@ class LabelStudioClient:
             imported=len(fresh), already_present=len(items) - len(fresh), annotations=n_anns, predictions=n_preds
         )
 
+    def list_predictions(self, project_id: int) -> pd.DataFrame:
+        """The project's predictions: item_id, label, score, model_version (what annotators see as suggestions)."""
+        task_items = {task_id: item for item, task_id in self.list_item_ids(project_id).items()}
+        rows = []
+        for prediction in self._call(lambda: list(self._sdk.predictions.list(project=project_id))):
+            choices = [c for r in prediction.result or [] for c in (r.get("value") or {}).get("choices", [])]
+            rows.append(
+                {
+                    "item_id": task_items.get(int(prediction.task or 0)),
+                    "label": choices[0] if choices else None,
+                    "score": prediction.score,
+                    "model_version": prediction.model_version,
+                }
+            )
+        return pd.DataFrame(rows, columns=["item_id", "label", "score", "model_version"])
+
     def push_predictions(
         self, project_id: int, predictions: pd.DataFrame, model_version: str, *, batch_size: int = 1000
     ) -> int:

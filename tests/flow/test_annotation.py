@@ -174,3 +174,32 @@ def test_gate_pass_starts_the_training_deployment_once(
         config_path=str(config), home=str(home.root), retrain_deployment="sluice-pipeline/test-training"
     )
     assert again["training_flow_run"] is None
+
+
+def test_champion_predictions_go_out_as_suggestions(
+    make_config: Callable[..., Path], home: Home, mlflow_store: str, use_server: RunningServer
+) -> None:
+    from flows.annotate import annotation_sync
+    from flows.pipeline import pipeline
+
+    # a champion trained on the source's own labels
+    labelled = make_config(
+        demo__rows=500, train__epochs=2, registry__model_name="rt-suggest", registry__promotion={"floors": {}}
+    )
+    trained = pipeline(config_path=str(labelled), home=str(home.root))
+    assert "champion" in trained["aliases"]
+
+    config = _absolute_label_config(
+        make_config,
+        annotation__project_identifier="flow-suggest",
+        annotation__simulate=False,
+        demo__rows=300,
+        registry__model_name="rt-suggest",
+    )
+    result = annotation_sync(config_path=str(config), home=str(home.root))
+    assert result["status"] == "waiting"
+    client = LabelStudioClient.connect(use_server.url, use_server.token)
+    predictions = client.list_predictions(result["project_id"])
+    assert len(predictions) == client.progress(result["project_id"]).tasks > 0
+    assert set(predictions["model_version"]) == {f"rt-suggest-v{trained['model_version']}"}
+    assert set(predictions["label"]) <= {"fresh", "rotten"} and predictions["score"].between(0.5, 1.0).all()
