@@ -344,7 +344,7 @@ def annotation_sync(
     items, _ = steps.validate_clean(config, where, cleaned.data, snapshot.snapshot_id)
 
     # --- annotation ----------------------------------------------------------------------------------
-    tracking_uri = config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or where.mlflow_tracking_uri
+    tracking_uri = tracking.resolve_tracking_uri(config.registry.tracking_uri, where.mlflow_tracking_uri)
     outcome = annotate_items(config, where, items, tracking_uri=tracking_uri)
 
     # --- event-driven retraining: the gate passed on labels not trained on yet ----------------------------

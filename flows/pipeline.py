@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -71,10 +70,6 @@ def _cv_metrics(cv: CVResult | None) -> dict[str, float]:
     return {f"cv_{k}_mean": v for k, v in cv.mean.items()} | {f"cv_{k}_std": v for k, v in cv.std.items()}
 
 
-def _tracking_uri(config: PipelineConfig, home: Home) -> str:
-    return config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or home.mlflow_tracking_uri
-
-
 @flow(name="sluice-pipeline", log_prints=False, on_failure=[steps.report_failure])
 def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None = None) -> dict[str, Any]:
     """Raw files to a registered MLflow model version, one stage after another."""
@@ -82,7 +77,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     config = load_config(config_path)
     where = Home.resolve(home)
     run_dir = _run_dir(where, config)
-    tracking_uri = _tracking_uri(config, where)
+    tracking_uri = tracking.resolve_tracking_uri(config.registry.tracking_uri, where.mlflow_tracking_uri)
 
     # --- demo data (bundled real data written under the home) -------------------------------------
     if config.demo is not None:

@@ -173,8 +173,7 @@ def _review(args: argparse.Namespace, home: Home) -> int:
 
     from sluice import tracking
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or home.mlflow_tracking_uri
-    tracking.configure_tracking(uri)
+    tracking.configure_tracking(tracking.resolve_tracking_uri(args.tracking_uri, home.mlflow_tracking_uri))
     reviewer = args.reviewer or os.environ.get("USER") or "unknown"
     try:
         aliases = tracking.review_version(

@@ -53,6 +53,11 @@ def _mlflow() -> Any:
     return mlflow
 
 
+def resolve_tracking_uri(configured: str | None, home_store: str) -> str:
+    """Where MLflow lives: the configured URI, else `$MLFLOW_TRACKING_URI`, else the home's SQLite store."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or home_store
+
+
 def configure_tracking(tracking_uri: str, *, artifacts_dir: Path | None = None) -> str:
     """Point MLflow's tracking and registry at `tracking_uri` (SQLite folders are created)."""
     mlflow = _mlflow()
