@@ -110,6 +110,10 @@ class SplitResult:
 def split_by_config(df: pd.DataFrame, config: SplitConfig) -> SplitResult:
     """Splits, optional folds over the train rows, and the merged groups, as the config says."""
     _require_rows(df)
+    # The same up-front checks as assign_splits: a missing time or label column is named, not a KeyError later.
+    _check_strategy(
+        df, config.strategy, group_col=config.group_col, time_col=config.time_col, label_col=config.label_col
+    )
     groups = group_rows(
         df,
         group_col=config.group_col,

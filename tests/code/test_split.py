@@ -343,3 +343,11 @@ def test_manifest_rejects_duplicate_ids_and_misaligned_inputs(tmp_path: Path) ->
         write_split_manifest(pd.Series(["a", "b", "c"]), splits.iloc[:2], None, tmp_path / "m.parquet")
     with pytest.raises(ValueError, match="unknown values"):
         write_split_manifest(pd.Series(["a", "b", "c"]), pd.Series(["train", "dev", "test"]), None, tmp_path / "m")
+
+
+def test_split_by_config_names_a_missing_time_column() -> None:
+    from tasks.split import SplitConfig, split_by_config
+
+    df = pd.DataFrame({"item_id": [str(i) for i in range(40)], "text": [f"t {i}" for i in range(40)]})
+    with pytest.raises(ValueError, match=r"time_col='when' is not a column; available columns"):
+        split_by_config(df, SplitConfig(strategy="temporal", time_col="when"))
