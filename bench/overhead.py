@@ -46,8 +46,7 @@ def plain_stages(config_path: Path, home_root: Path) -> dict[str, float]:
     from tasks.demo_data import write_demo_data
     from tasks.ingest import ingest_files, resolve_sources
     from tasks.labels import LABEL, labels_from_column
-    from tasks.leakage import leakage_report
-    from tasks.partition import settings_with_columns, split_frame
+    from tasks.partition import check_leakage, split_frame
     from tasks.report import score_test_split
     from tasks.train import train_model
     from tasks.validate import validate_frame
@@ -81,17 +80,8 @@ def plain_stages(config_path: Path, home_root: Path) -> dict[str, float]:
     timed("validate-clean", t)
     t = time.perf_counter()
     labelled = labels_from_column(gated, config.labels)
-    settings = settings_with_columns(
-        config.split, text=config.columns.text, group=config.columns.group, time=config.columns.time, label=LABEL
-    )
-    split = split_frame(labelled.data, settings, manifest_root=home.splits)
-    leakage_report(
-        split.data,
-        split.data["split"],
-        text_col=settings.text_col,
-        group_col=settings.group_col,
-        label_col=settings.label_col,
-    )
+    split = split_frame(labelled.data, config.split, manifest_root=home.splits)
+    check_leakage(split)
     timed("labels+split", t)
     frames = split.frames()
     t = time.perf_counter()

@@ -339,9 +339,11 @@ def annotation_sync(
     if config.demo is not None:
         steps.prepare_demo_data(config, where)
     snapshot = steps.ingest(config, where)
-    raw, _ = steps.validate_raw(config, where, snapshot)
+    raw, raw_outcome = steps.validate_raw(config, where, snapshot)
     cleaned = steps.clean(config, raw)
-    items, _ = steps.validate_clean(config, where, cleaned.data, snapshot.snapshot_id)
+    items, clean_outcome = steps.validate_clean(config, where, cleaned.data, snapshot.snapshot_id)
+    suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
+    quarantine_path = steps.persist_quarantine(where, snapshot, suites, cleaned.quarantine)
 
     # --- annotation ----------------------------------------------------------------------------------
     tracking_uri = tracking.resolve_tracking_uri(config.registry.tracking_uri, where.mlflow_tracking_uri)
@@ -352,6 +354,9 @@ def annotation_sync(
     if retrain_deployment and outcome.status == "ready":
         labels_hash = fingerprint.frame_hash(outcome.consensus_frame()[["item_id", "label"]]) or ""
         training_run = trigger_training(retrain_deployment, config_path, home, outcome.folder, labels_hash)
-    return {"snapshot_id": snapshot.snapshot_id, "folder": str(outcome.folder), "training_flow_run": training_run} | (
-        outcome.summary()
-    )
+    return {
+        "snapshot_id": snapshot.snapshot_id,
+        "folder": str(outcome.folder),
+        "training_flow_run": training_run,
+        "quarantine_path": str(quarantine_path),
+    } | outcome.summary()

@@ -111,6 +111,11 @@ def ingest_flow(
     # --- clean -----------------------------------------------------------------------------------------
     cleaned = steps.clean(config, raw)
 
+    # --- quarantine: what these stages removed, beside what later stages of a pipeline run removed ------
+    quarantine_path = steps.persist_quarantine(
+        where, snapshot, [o for o in (raw_outcome,) if o is not None], cleaned.quarantine
+    )
+
     return {
         "config": str(config.path or config_path),
         "snapshot_id": snapshot.snapshot_id,
@@ -121,4 +126,5 @@ def ingest_flow(
         "raw_expectations": None if raw_outcome is None else raw_outcome.success,
         "clean_rows": len(cleaned.data),
         "clean_quarantined": len(cleaned.quarantine),
+        "quarantine_path": str(quarantine_path),
     }

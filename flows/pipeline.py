@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger, runtime
 
 from flows import steps
@@ -18,9 +19,10 @@ from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
 from tasks.labels import LABEL, LabelOutcome
 from tasks.model_card import CardInputs, build_model_card
+from tasks.partition import write_gap_rows
 from tasks.promotion import DataGates, decide_promotion, input_key
 from tasks.quarantine import concat_quarantine, write_quarantine
-from tasks.report import RowAccount
+from tasks.report import account_rows
 from tasks.tune import CVResult
 
 
@@ -107,19 +109,19 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     # --- labels ------------------------------------------------------------------------------------
     labelled = steps.resolve_labels(config, gated, annotated.consensus_frame() if annotated else None)
 
-    # --- account for every row ---------------------------------------------------------------------
+    # --- account for every row, by item id (written now, so a run the split gate stops keeps it) --------
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
+    snapshot_ids = pd.read_parquet(snapshot.data_path, columns=["item_id"])["item_id"]
     quarantine = concat_quarantine(
         [snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned.quarantine, labelled.quarantine]
     )
-    quarantine_path = write_quarantine(quarantine, where.root / "quarantine" / f"{snapshot.snapshot_id}.parquet")
-    account = RowAccount(
-        rows_in=snapshot.rows + snapshot.quarantined,
-        trainable=len(labelled.data),
-        awaiting=len(labelled.awaiting),
-        quarantined={str(k): int(v) for k, v in quarantine["step"].value_counts().items()},
+    quarantine_path = write_quarantine(quarantine, steps.quarantine_file(where, snapshot.snapshot_id))
+    account = account_rows(
+        snapshot_ids,
+        quarantine=quarantine,
+        awaiting=labelled.awaiting["item_id"],
+        trainable={"labelled": labelled.data["item_id"]},
     )
-    account.check()
 
     summary: dict[str, Any] = {
         "config": str(config.path),
@@ -150,7 +152,25 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     split, leakage = steps.split(config, where, labelled.data)
     frames = split.frames()
 
-    summary |= {"split_sizes": split.sizes(), "split_manifest_hash": split.manifest_hash}
+    # --- account again, through the split: copies quarantined, gap rows kept in their own file ---------
+    quarantine = concat_quarantine([quarantine, split.quarantine])
+    write_quarantine(quarantine, quarantine_path)
+    gap = split.gap_rows()
+    gap_path = write_gap_rows(gap, steps.gap_file(where, snapshot.snapshot_id))
+    account = account_rows(
+        snapshot_ids,
+        quarantine=quarantine,
+        awaiting=labelled.awaiting["item_id"],
+        trainable={name: frame["item_id"] for name, frame in frames.items()},
+        gap=gap["item_id"],
+    )
+
+    summary |= {
+        "rows": account.to_dict(),
+        "gap_path": str(gap_path) if gap_path else None,
+        "split_sizes": split.sizes(),
+        "split_manifest_hash": split.manifest_hash,
+    }
 
     # --- identical inputs: report the existing version, train nothing ----------------------------------
     code_version = fingerprint.code_version()

@@ -26,7 +26,8 @@ from tasks import train as train_stage
 from tasks import tune as tune_stage
 from tasks import validate as validate_stage
 from tasks.evaluate import evaluate_predictions
-from tasks.leakage import LeakageReport, leakage_report
+from tasks.leakage import LeakageReport
+from tasks.quarantine import concat_quarantine, update_quarantine
 
 
 # --- caching: keys are content hashes of a task's inputs (data, its config section, the code) ---------------
@@ -67,6 +68,28 @@ def _key_split(_: object, p: dict[str, Any]) -> str | None:
 
 CACHED: dict[str, Any] = {"persist_result": True}
 """Results of cached tasks persist under the home (PREFECT_LOCAL_STORAGE_PATH); unchanged inputs skip the work."""
+
+
+def quarantine_file(home: Home, snapshot_id: str) -> Path:
+    """The quarantine of the runs on one snapshot: every removed row with its step and reason."""
+    return home.root / "quarantine" / f"{snapshot_id}.parquet"
+
+
+def gap_file(home: Home, snapshot_id: str) -> Path:
+    """The rows a temporal split left between its splits, for one snapshot."""
+    return home.root / "gap" / f"{snapshot_id}.parquet"
+
+
+def persist_quarantine(
+    home: Home,
+    snapshot: ingest_stage.Snapshot,
+    suites: list[validate_stage.ValidationOutcome],
+    cleaned: pd.DataFrame,
+) -> Path:
+    """The quarantine of a flow that runs only the first stages, merged into the snapshot's quarantine file."""
+    fresh = concat_quarantine([snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned])
+    ran = {"ingest", *clean_stage.STEPS, *(o.step for o in suites)}
+    return update_quarantine(fresh, quarantine_file(home, snapshot.snapshot_id), steps=ran)
 
 
 def artifact_key(*parts: str) -> str:
@@ -213,27 +236,15 @@ def resolve_labels(
 
 @task(name="split", cache_key_fn=_key_split, **CACHED)
 def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split_stage.SplitOutcome, LeakageReport]:
-    settings = split_stage.settings_with_columns(
-        config.split,
-        text=config.columns.text,
-        group=config.columns.group,
-        time=config.columns.time,
-        label=labels_stage.LABEL,
-    )
-    outcome = split_stage.split_frame(data, settings, manifest_root=home.splits)
-    report = leakage_report(
-        outcome.data,
-        outcome.data["split"],
-        text_col=settings.text_col,
-        group_col=settings.group_col,
-        time_col=settings.time_col,
-        label_col=settings.label_col,
-    )
+    outcome = split_stage.split_frame(data, config.split, manifest_root=home.splits)
+    report = split_stage.check_leakage(outcome)
     publish(
         f"{config.name}-split",
         outcome.summary_markdown() + "\n\n" + report.to_markdown(),
         "Split and leakage",
     )
+    for check in report.warnings:
+        get_run_logger().warning("leakage report, %s: %s", check.name, check.summary)
     split_stage.raise_on_leakage(report)
     return outcome, report
 

@@ -63,6 +63,10 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
         f"{rows['awaiting']} awaiting labels, {rows['quarantined_total']} quarantined ({quarantined})",
         f"              quarantine: {result['quarantine_path']}",
     ]
+    if rows.get("gap"):
+        lines.append(
+            f"              gap: {rows['gap']} rows between the temporal splits, not trained on: {result['gap_path']}"
+        )
     for suite in result["expectations"]:
         total = len(suite["passed"]) + len(suite["failed"])
         verdict = "passed" if suite["success"] else "FAILED"

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sluice.labelstudio_server import LabelStudioSettings
 from tasks.annotations import AnnotationConfig
 from tasks.clean import CleanConfig
 from tasks.consensus import ConsensusConfig
 from tasks.ingest import SourceConfig
-from tasks.labels import LabelsConfig
+from tasks.labels import LABEL, LabelsConfig
 from tasks.promotion import PromotionConfig
 from tasks.split import SplitConfig
 from tasks.train import TrainConfig
@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 
 class ColumnsConfig(BaseModel):
-    """Roles of the source columns."""
+    """Roles of the source columns: the one place each is set (the split, training and checks read them here)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +88,61 @@ class DemoConfig(BaseModel):
     """Keep only the first N rows (a quick run); None keeps all."""
 
 
+# split.<field> -> columns.<role>: the split takes its column roles from `columns:`.
+_SPLIT_ROLES = {
+    "text_col": "text",
+    "group_col": "group",
+    "time_col": "time",
+    "image_col": "image",
+    "feature_cols": "features",
+}
+_STRATEGY_NEEDS = {
+    "group": ("group", "the column whose rows must stay together, e.g. a user, patient or product id"),
+    "temporal": ("time", "the timestamp column that orders train < val < test"),
+}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _split_with_column_roles(raw: dict[str, Any]) -> dict[str, Any]:
+    """The raw config with the split's column roles filled in from `columns:` (and old split fields moved there).
+
+    Raises:
+        ValueError: split and columns name different columns for one role, split.label_col names
+            a column other than the labels, or the strategy's role is not set.
+    """
+    columns, split = _as_dict(raw.get("columns")), _as_dict(raw.get("split"))
+    for field, role in _SPLIT_ROLES.items():
+        old = split.pop(field, None)
+        if old in (None, [], ()):
+            continue
+        if role == "features":
+            old = list(old)
+        current = columns.get(role)
+        if current not in (None, []) and current != old:
+            raise ValueError(
+                f"split.{field} is {old!r} but columns.{role} is {current!r}; a column role is set once, "
+                f"under columns.{role}: remove split.{field}"
+            )
+        columns[role] = old  # an older config that set the role under split: still read
+    label_col = split.pop("label_col", None)
+    if label_col not in (None, LABEL):
+        raise ValueError(
+            f"split.label_col is {label_col!r}, but the split stratifies on the resolved labels (column "
+            f"{LABEL!r}, from labels.source); remove split.label_col"
+        )
+    strategy = split.get("strategy", "stratified")
+    if strategy in _STRATEGY_NEEDS and not columns.get(_STRATEGY_NEEDS[strategy][0]):
+        role, what = _STRATEGY_NEEDS[strategy]
+        raise ValueError(f"split.strategy is {strategy!r}, which needs columns.{role}: {what}; set columns.{role}")
+    split |= {field: columns.get(role) or None for field, role in _SPLIT_ROLES.items()} | {"label_col": LABEL}
+    return raw | {"columns": columns, "split": split}
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -110,6 +165,20 @@ class PipelineConfig(BaseModel):
     # Set by load_config, not by users: where relative paths resolve, and which file this came from.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _column_roles(cls, raw: Any) -> Any:
+        return _split_with_column_roles(raw) if isinstance(raw, dict) else raw
+
+    @model_validator(mode="after")
+    def _cross_validation_has_folds(self) -> PipelineConfig:
+        if self.tuning.cross_validate and self.split.folds < 2:
+            raise ValueError(
+                f"tuning.cross_validate is true but split.folds is {self.split.folds}; set split.folds to the "
+                "number of folds (e.g. 5), or tuning.cross_validate: false"
+            )
+        return self
 
     def resolve_path(self, value: str | Path) -> Path:
         """A config path made absolute against the project root."""

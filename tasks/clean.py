@@ -1,7 +1,7 @@
 """Clean: text normalisation, missing values, exact duplicates and outliers, all from config.
 
 Steps run in that order. A removed row goes to quarantine with the step and the reason;
-rows in = rows kept + rows quarantined is checked before returning.
+before returning, every item id that came in is checked to leave as kept or quarantined.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.quarantine import check_conservation, concat_quarantine, quarantine_rows, summarise_quarantine
+from tasks.quarantine import check_ids_conserved, concat_quarantine, quarantine_rows, summarise_quarantine
 
 _WHITESPACE = re.compile(r"\s+")
+STEPS = ("missing", "dedupe", "outliers")
+"""The quarantine steps of the clean stage."""
 
 
 class MissingPolicy(BaseModel):
@@ -148,6 +150,22 @@ def _outlier_mask(values: pd.Series, rule: OutlierRule) -> tuple[pd.Series, str]
     return z.abs() > rule.k, f"|z| > {rule.k} (mean {numeric.mean():.4g}, std {std:.4g})"
 
 
+def _exact_duplicates(data: pd.DataFrame, columns: list[str]) -> tuple[pd.Series, list[str]]:
+    """Mask of the later copies of rows equal on `columns`, and a reason naming each one's first copy.
+
+    A row with a missing value in a key column is no one's duplicate: pandas would call two missing
+    values equal and merge unrelated rows (and a NaN key is not found again in a dict).
+    """
+    complete = ~pd.concat([_missing_mask(data[c]) for c in columns], axis=1).any(axis=1).to_numpy()
+    keyed = data[complete]
+    duplicated = np.zeros(len(data), dtype=bool)
+    duplicated[complete] = keyed.duplicated(subset=columns, keep="first").to_numpy()
+    first_id = keyed.groupby(columns, sort=False)["item_id"].transform("first").to_numpy()
+    firsts = first_id[duplicated[complete]]
+    reasons = [f"exact duplicate of item {first} on {', '.join(columns)}" for first in firsts]
+    return pd.Series(duplicated, index=data.index), reasons
+
+
 def clean_frame(df: pd.DataFrame, config: CleanConfig) -> CleanResult:
     """Apply the configured cleaning steps; removed rows go to quarantine with their reason.
 
@@ -180,15 +198,9 @@ def clean_frame(df: pd.DataFrame, config: CleanConfig) -> CleanResult:
     for column in dedupe_on:
         _require(data, column, "dedupe_on")
     if dedupe_on:
-        duplicated = data.duplicated(subset=dedupe_on, keep="first")
+        duplicated, reasons = _exact_duplicates(data, dedupe_on)
         if duplicated.any():
-            first_of = data[~duplicated]
-            first_keys = zip(*(first_of[c] for c in dedupe_on), strict=True)
-            first_id = dict(zip(first_keys, first_of["item_id"], strict=True))
-            dups = data[duplicated]
-            keys = list(zip(*(dups[c] for c in dedupe_on), strict=True))
-            reasons = [f"exact duplicate of item {first_id[k]} on {', '.join(dedupe_on)}" for k in keys]
-            parts.append(quarantine_rows(dups, step="dedupe", reason=reasons))
+            parts.append(quarantine_rows(data[duplicated], step="dedupe", reason=reasons))
             data = data[~duplicated]
 
     for rule in config.outliers:
@@ -199,5 +211,5 @@ def clean_frame(df: pd.DataFrame, config: CleanConfig) -> CleanResult:
             data = data[~mask]
 
     quarantine = concat_quarantine(parts)
-    check_conservation(rows_in, len(data), len(quarantine), stage="clean")
+    check_ids_conserved(df["item_id"], stage="clean", kept=data["item_id"], quarantined=quarantine["item_id"])
     return CleanResult(data=data.reset_index(drop=True), quarantine=quarantine, rows_in=rows_in, imputed=imputed)

@@ -14,7 +14,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.quarantine import check_conservation, quarantine_rows, summarise_quarantine
+from tasks.quarantine import check_ids_conserved, quarantine_rows, summarise_quarantine
 
 LABEL = "label"
 
@@ -84,7 +84,13 @@ def _split_by_class(df: pd.DataFrame, labels: pd.Series, classes: list[str], sou
     keep = ~awaiting_mask & ~outside
     data = df[keep].assign(**{LABEL: labels[keep]}).reset_index(drop=True)
     awaiting = df[awaiting_mask].reset_index(drop=True)
-    check_conservation(rows_in, len(data) + len(awaiting), len(quarantine), stage="labels")
+    check_ids_conserved(
+        df["item_id"],
+        stage="labels",
+        labelled=data["item_id"],
+        awaiting=awaiting["item_id"],
+        quarantined=quarantine["item_id"],
+    )
     return LabelOutcome(data=data, quarantine=quarantine, awaiting=awaiting, source=source, rows_in=rows_in)
 
 

@@ -2,8 +2,11 @@
 
 Hard checks (any failure fails the report): exact duplicates across splits, near
 duplicates across splits, a group value in more than one split, overlapping time
-ranges. Soft checks (warnings): label distribution drift between splits, and
-identifier-like columns that predict the label on their own.
+ranges (for a temporal split). Soft checks (warnings): labels missing from a split,
+a val/test label mix far from train's or a single class there (`label_shift`, a
+hard gate with `max_label_shift`), and identifier-like columns that predict the
+label on their own. Information only: the time ranges of a split that is not
+temporal, and the copies of rows in other groups quarantined before the split.
 
 Only rows whose split is "train", "val" or "test" take part; "gap" rows (excluded
 by a temporal split) are ignored.
@@ -22,7 +25,7 @@ import pandas as pd
 from tasks.neardup import connected_groups, normalize_text, score_near_duplicates
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
-Severity = Literal["hard", "soft"]
+Severity = Literal["hard", "soft", "info"]
 
 # Column names that usually hold identifiers, paths or free-form keys.
 _ID_NAME_RE = re.compile(
@@ -38,6 +41,8 @@ _ID_LIFT = 0.2
 # Total variation distance between a split's label mix and train's that is worth a warning.
 _MAX_LABEL_TVD = 0.1
 _EXAMPLES = 5
+_COPY_EXAMPLES = 20
+_DUPLICATE_FIX = "re-split with duplicates merged (tasks.split)"
 _SNIPPET = 80
 
 
@@ -46,7 +51,8 @@ class LeakageError(RuntimeError):
 
     def __init__(self, report: LeakageReport) -> None:
         failed = "; ".join(f"{c.name}: {c.summary}" for c in report.failures)
-        super().__init__(f"leakage between splits: {failed}. Re-split with duplicates merged (tasks.split)")
+        fixes = "; ".join(dict.fromkeys(c.fix for c in report.failures if c.fix))
+        super().__init__(f"leakage between splits: {failed}. Fix: {fixes or _DUPLICATE_FIX}")
         self.report = report
 
 
@@ -61,6 +67,8 @@ class LeakageCheck:
     skipped: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    fix: str = ""
+    """What to change when this check stops the run."""
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(
@@ -125,11 +133,15 @@ class LeakageReport:
     def to_markdown(self) -> str:
         status = "PASSED" if self.passed else "FAILED"
         lines = [f"# Leakage report: {status}", ""]
+        shift = next((c for c in self.checks if c.name == "label_shift" and not c.passed), None)
+        if shift is not None:
+            # Said first and loudly: metrics on such a split look like numbers but measure nothing.
+            lines += [f"> **WARNING: these splits cannot measure the model.** {_md_cell(shift.summary)}", ""]
         sizes = ", ".join(f"{k} {v}" for k, v in self.split_sizes.items())
         lines += [f"Rows per split: {sizes}.", ""]
         lines += ["| check | severity | result | summary |", "|---|---|---|---|"]
         for c in self.checks:
-            result = "skipped" if c.skipped else ("pass" if c.passed else "FAIL")
+            result = "skipped" if c.skipped else "info" if c.severity == "info" else "pass" if c.passed else "FAIL"
             lines.append(f"| {c.name} | {c.severity} | {result} | {_md_cell(c.summary)} |")
         if self.label_table is not None:
             table = self.label_table
@@ -142,6 +154,9 @@ class LeakageReport:
             if c.examples:
                 lines += ["", f"## {c.name}: examples", ""]
                 lines += [f"- {_md_cell(_format_example(e))}" for e in c.examples]
+                more = int(c.details.get("quarantined", 0)) - len(c.examples)
+                if more > 0:
+                    lines.append(f"- … and {more} more (all in leakage_report.json and the run's quarantine)")
         return "\n".join(lines) + "\n"
 
 
@@ -154,7 +169,10 @@ def leakage_report(
     time_col: str | None = None,
     label_col: str | None = None,
     id_like_max_unique_ratio: float = 0.5,
-    near_threshold: float = 0.8,
+    near_threshold: float | None = 0.8,
+    time_ordered: bool = True,
+    max_label_shift: float | None = None,
+    copies: pd.DataFrame | None = None,
 ) -> LeakageReport:
     """Check a split for leaks; see the module docstring for the checks.
 
@@ -162,7 +180,14 @@ def leakage_report(
         splits: "train"/"val"/"test" (other values are ignored) on `df`'s index.
         id_like_max_unique_ratio: a column with a larger share of distinct values
             than this (or with an id-like name) is tested as a possible identifier.
-        near_threshold: Jaccard similarity of character 5-grams that counts as a near duplicate.
+        near_threshold: Jaccard similarity of character 5-grams that counts as a near
+            duplicate; None skips the check (the split found near duplicates another way).
+        time_ordered: the split must keep train < val < test on `time_col` (a temporal
+            split); False reports the time ranges as information only.
+        max_label_shift: total variation distance from train's label mix above which
+            val/test fail the report (as does a single class there); None warns only.
+        copies: rows quarantined before the split as copies of rows in other groups
+            (item_id, group, original, original_group, kind), listed in the report.
     """
     if not splits.index.equals(df.index):
         raise ValueError("splits must be on the frame's index (the Series assign_splits returned for it)")
@@ -184,7 +209,7 @@ def leakage_report(
         _check_exact(frame, split, text_col),
         _check_near(frame, split, text_col, near_threshold),
         _check_groups(frame, split, group_col),
-        _check_time(frame, split, time_col),
+        _check_time(frame, split, time_col, ordered=time_ordered),
     ]
     table = None
     if label_col is not None:
@@ -192,8 +217,10 @@ def leakage_report(
         table = table.reindex([s for s in SPLITS if sizes[s]]).fillna(0).astype(np.int64)
         table.columns.name = None
     checks.append(_check_labels(table))
+    checks.append(_check_label_shift(table, max_label_shift))
     excluded = {c for c in (text_col, time_col, label_col) if c is not None}
     checks.append(_check_identifiers(frame, split, label_col, excluded, group_col, id_like_max_unique_ratio))
+    checks.append(_check_copies(copies))
     return LeakageReport(checks=checks, split_sizes=sizes, label_table=table)
 
 
@@ -236,13 +263,18 @@ def _check_exact(frame: pd.DataFrame, split: npt.NDArray[Any], text_col: str | N
         else "no text appears in two splits",
         details={"clusters_across_splits": len(crossing), "rows_involved": rows},
         examples=examples,
+        fix=_DUPLICATE_FIX,
     )
 
 
-def _check_near(frame: pd.DataFrame, split: npt.NDArray[Any], text_col: str | None, threshold: float) -> LeakageCheck:
+def _check_near(
+    frame: pd.DataFrame, split: npt.NDArray[Any], text_col: str | None, threshold: float | None
+) -> LeakageCheck:
     name = "near_duplicates"
     if text_col is None:
         return _skipped(name, "hard", "text_col")
+    if threshold is None:
+        return _skipped(name, "hard", "near_duplicates: minhash")
     texts = [_text(v) for v in frame[text_col]]
     norms = np.array([normalize_text(t) for t in texts], dtype=object)
     pairs, jaccard = score_near_duplicates(texts, threshold=threshold)
@@ -280,6 +312,7 @@ def _check_near(frame: pd.DataFrame, split: npt.NDArray[Any], text_col: str | No
             "pairs_across_splits": int(cross.sum()),
         },
         examples=examples,
+        fix=_DUPLICATE_FIX,
     )
 
 
@@ -303,10 +336,11 @@ def _check_groups(frame: pd.DataFrame, split: npt.NDArray[Any], group_col: str |
         else f"each of {len(spans)} {group_col!r} values sits in one split",
         details={"groups": len(spans), "groups_in_several_splits": len(shared)},
         examples=examples,
+        fix="split with the group column set (columns.group)",
     )
 
 
-def _check_time(frame: pd.DataFrame, split: npt.NDArray[Any], time_col: str | None) -> LeakageCheck:
+def _check_time(frame: pd.DataFrame, split: npt.NDArray[Any], time_col: str | None, *, ordered: bool) -> LeakageCheck:
     name = "temporal_overlap"
     if time_col is None:
         return _skipped(name, "hard", "time_col")
@@ -343,13 +377,25 @@ def _check_time(frame: pd.DataFrame, split: npt.NDArray[Any], time_col: str | No
     )
     if unparsed:
         summary += f" ({unparsed} rows without a parsable time ignored)"
+    details = {"ranges": {s: [str(lo), str(hi)] for s, (lo, hi) in ranges.items()}, "unparsed": unparsed}
+    if not ordered:
+        # Overlapping times are what a stratified or group split gives: worth knowing, not a leak.
+        return LeakageCheck(
+            name=name,
+            severity="info",
+            passed=True,
+            summary=f"information only (the split is not temporal): {summary}",
+            details=details,
+            examples=overlaps,
+        )
     return LeakageCheck(
         name=name,
         severity="hard",
         passed=not overlaps,
         summary=summary,
-        details={"ranges": {s: [str(lo), str(hi)] for s, (lo, hi) in ranges.items()}, "unparsed": unparsed},
+        details=details,
         examples=overlaps,
+        fix="use split.strategy: temporal, which orders train < val < test in time",
     )
 
 
@@ -358,12 +404,10 @@ def _check_labels(table: pd.DataFrame | None) -> LeakageCheck:
     if table is None:
         return _skipped(name, "soft", "label_col")
     problems = []
-    tvd: dict[str, float] = {}
     if "train" in table.index:
         counts = table.to_numpy(dtype=np.int64)
         names = [str(c) for c in table.columns]
         train = counts[list(table.index).index("train")]
-        train_share = train / max(int(train.sum()), 1)
         for s, row in zip(table.index, counts, strict=True):
             if s == "train":
                 continue
@@ -373,15 +417,86 @@ def _check_labels(table: pd.DataFrame | None) -> LeakageCheck:
             missing = [c for c, n, t in zip(names, row, train, strict=True) if n == 0 and t > 0]
             if missing:
                 problems.append(f"{s} lacks labels present in train: {missing}")
-            tvd[s] = round(float(np.abs(row / max(int(row.sum()), 1) - train_share).sum() / 2), 4)
-            if tvd[s] > _MAX_LABEL_TVD:
-                problems.append(f"{s} label mix differs from train by TVD {tvd[s]:.2f}")
     return LeakageCheck(
         name=name,
         severity="soft",
         passed=not problems,
-        summary="; ".join(problems) if problems else f"label mix matches train (TVD {tvd})",
-        details={"total_variation_from_train": tvd},
+        summary="; ".join(problems) if problems else "every split holds the labels train holds",
+    )
+
+
+def _check_label_shift(table: pd.DataFrame | None, max_shift: float | None) -> LeakageCheck:
+    """Can val and test measure anything: a label mix near train's, and more than one class?
+
+    The distance is the total variation distance between label shares (half the L1
+    distance, 0 = same mix, 1 = disjoint labels). A temporal split on data whose labels
+    drift over time is the usual cause.
+    """
+    name = "label_shift"
+    severity: Severity = "hard" if max_shift is not None else "soft"
+    if table is None:
+        return _skipped(name, severity, "label_col")
+    limit = max_shift if max_shift is not None else _MAX_LABEL_TVD
+    shares = table.div(table.sum(axis=1).clip(lower=1), axis=0)
+    problems, tvd = [], {}
+    several = (table.sum(axis=0) > 0).sum() > 1
+    for s, row in table.iterrows():
+        present = row[row > 0]
+        if several and len(present) == 1:
+            problems.append(
+                f"{s} holds a single class: {present.index[0]!r} ({int(present.iloc[0])} of {int(row.sum())} rows)"
+            )
+    if "train" in table.index:
+        names = [str(c) for c in table.columns]
+        mixes = shares.to_numpy(dtype=np.float64)
+        train = mixes[list(table.index).index("train")]
+        for s, mix in zip(table.index, mixes, strict=True):
+            if s == "train":
+                continue
+            tvd[str(s)] = round(float(np.abs(mix - train).sum() / 2), 4)
+            if tvd[str(s)] > limit:
+                problems.append(
+                    f"{s} label mix differs from train's by TVD {tvd[str(s)]:.2f} > {limit:.2f} "
+                    f"({s}: {_mix(names, mix)}; train: {_mix(names, train)})"
+                )
+    return LeakageCheck(
+        name=name,
+        severity=severity,
+        passed=not problems,
+        summary="; ".join(problems) if problems else f"label mixes within TVD {limit:.2f} of train's ({tvd})",
+        details={"total_variation_from_train": tvd, "max_label_shift": limit, "shares": _shares(shares)},
+        fix="use split.strategy: stratified (or other ratios or a longer time range), or raise split.max_label_shift",
+    )
+
+
+def _mix(names: list[str], shares: npt.NDArray[np.float64]) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in zip(names, shares, strict=True))
+
+
+def _shares(shares: pd.DataFrame) -> dict[str, dict[str, float]]:
+    return {str(s): {str(k): round(float(v), 4) for k, v in row.items()} for s, row in shares.iterrows()}
+
+
+def _check_copies(copies: pd.DataFrame | None) -> LeakageCheck:
+    """List the rows quarantined before the split as copies of rows in other groups."""
+    name = "cross_group_duplicates"
+    if copies is None:
+        return _skipped(name, "info", "the split's quarantined copies")
+    records = _jsonable(copies.to_dict(orient="records"))
+    kinds = copies["kind"].value_counts().to_dict() if len(copies) else {}
+    summary = (
+        f"{len(copies)} copies of rows in other groups quarantined before the split, the first occurrence kept "
+        f"({', '.join(f'{k} {v}' for k, v in kinds.items())}); the run's quarantine (step split) holds them"
+        if len(copies)
+        else "no row duplicates a row of another group"
+    )
+    return LeakageCheck(
+        name=name,
+        severity="info",
+        passed=True,
+        summary=summary,
+        details={"quarantined": len(copies), "by_kind": kinds, "copies": records},
+        examples=records[:_COPY_EXAMPLES],
     )
 
 

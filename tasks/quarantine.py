@@ -1,13 +1,15 @@
 """Quarantine: where removed rows go, with the step that removed them and why.
 
 A bad row is never dropped silently. Every stage that removes rows hands them to
-`quarantine_rows`, and checks `check_conservation` before it returns.
+`quarantine_rows`, and before it returns checks with `check_ids_conserved` that the
+item ids that entered it left it again, each exactly once, as kept or quarantined.
+Ingest, where item ids are born, counts rows instead (`check_conservation`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -55,10 +57,12 @@ def quarantine_rows(rows: pd.DataFrame, *, step: str, reason: str | Sequence[str
 
 
 def empty_quarantine() -> pd.DataFrame:
+    """A quarantine table with no rows (and its columns)."""
     return pd.DataFrame({c: pd.Series(dtype="str") for c in QUARANTINE_COLUMNS})
 
 
 def concat_quarantine(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One quarantine table from several (empty parts are skipped)."""
     parts = [p for p in parts if not p.empty]
     if not parts:
         return empty_quarantine()
@@ -66,7 +70,7 @@ def concat_quarantine(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def check_conservation(rows_in: int, kept: int, quarantined: int, *, stage: str) -> None:
-    """Raise when a stage lost or invented rows.
+    """Raise when a stage that has no item ids yet (ingest) lost or invented rows.
 
     Raises:
         RowsLostError: rows_in != kept + quarantined.
@@ -76,6 +80,59 @@ def check_conservation(rows_in: int, kept: int, quarantined: int, *, stage: str)
             f"stage {stage!r} lost rows: {rows_in} in, {kept} kept + {quarantined} quarantined "
             f"= {kept + quarantined}. This is a bug in sluice; please report it with the config used."
         )
+
+
+def check_ids_conserved(ids_in: Iterable[object], *, stage: str, **outputs: Iterable[object]) -> None:
+    """Raise unless every item id that entered a stage left it exactly once, through one of `outputs`.
+
+    Ids are compared as strings (the quarantine stores them so) and as a multiset, so a row lost and
+    another doubled do not cancel out the way equal counts would.
+
+    Raises:
+        RowsLostError: naming how many ids were lost, invented or doubled, with examples, per output.
+    """
+    entered = _id_counts(ids_in)
+    parts = {name: _id_counts(ids) for name, ids in outputs.items()}
+    left = pd.concat(list(parts.values())).groupby(level=0).sum() if parts else pd.Series(dtype="int64")
+    diff = entered.sub(left, fill_value=0)
+    lost = diff[diff > 0].index.tolist()
+    extra = diff[diff < 0].index.tolist()
+    if not lost and not extra:
+        return
+    problems = []
+    if lost:
+        problems.append(f"{len(lost)} item ids entered and never left (e.g. {sorted(lost)[:5]})")
+    if extra:
+        named = [f"{i!r} in {[n for n, c in parts.items() if i in c.index]}" for i in sorted(extra)[:5]]
+        problems.append(f"{len(extra)} item ids left more often than they entered (e.g. {', '.join(named)})")
+    counts = ", ".join(f"{name} {int(c.sum())}" for name, c in parts.items())
+    raise RowsLostError(
+        f"stage {stage!r} does not account for its rows: {int(entered.sum())} in, {counts}; "
+        f"{'; '.join(problems)}. This is a bug in sluice; please report it with the config used."
+    )
+
+
+def _id_counts(ids: Iterable[object]) -> pd.Series:
+    return pd.Series(list(ids), dtype=object).astype(str).value_counts()
+
+
+def merge_quarantine(existing: pd.DataFrame, fresh: pd.DataFrame, *, steps: Collection[str]) -> pd.DataFrame:
+    """A run's quarantine in place of the `steps` it ran; rows of other steps (later stages) are kept.
+
+    A flow that runs only the first stages (ingest, clean, annotation sync) must not erase what the
+    pipeline quarantined later (labels, split) for the same snapshot. A kept row whose item the fresh
+    run quarantined itself is dropped: an item sits in the quarantine once.
+    """
+    if existing.empty:
+        return concat_quarantine([fresh])
+    keep = ~existing["step"].isin(list(steps)) & ~existing["item_id"].isin(fresh["item_id"])
+    return concat_quarantine([fresh, existing[keep]])
+
+
+def update_quarantine(quarantine: pd.DataFrame, path: Path, *, steps: Collection[str]) -> Path:
+    """Write a run's quarantine to `path`, merged with what is there (see `merge_quarantine`)."""
+    existing = pd.read_parquet(path) if path.is_file() else empty_quarantine()
+    return write_quarantine(merge_quarantine(existing, quarantine, steps=steps), path)
 
 
 def write_quarantine(quarantine: pd.DataFrame, path: Path) -> Path:

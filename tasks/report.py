@@ -19,7 +19,7 @@ from tasks.evaluate import (
     plot_roc_curve,
 )
 from tasks.predictor import Predictor
-from tasks.quarantine import RowsLostError
+from tasks.quarantine import check_ids_conserved
 
 HEADLINE_METRICS = [
     "accuracy",
@@ -107,24 +107,20 @@ def score_test_split(
 
 @dataclass
 class RowAccount:
-    """Where every raw row went: the run-level conservation check."""
+    """Where every raw row went: rows in = trainable (train + val + test) + awaiting + quarantined + gap."""
 
     rows_in: int
     trainable: int
     awaiting: int
     quarantined: dict[str, int]
+    gap: int = 0
+    """Rows a temporal split left between its splits: kept aside in their own file, not trained on."""
+    splits: dict[str, int] = field(default_factory=dict)
+    """Trainable rows per split (or "labelled", before the split ran)."""
 
     @property
     def quarantined_total(self) -> int:
         return sum(self.quarantined.values())
-
-    def check(self) -> None:
-        """Raises RowsLostError when rows in != trainable + awaiting + quarantined."""
-        if self.rows_in != self.trainable + self.awaiting + self.quarantined_total:
-            raise RowsLostError(
-                f"the run lost rows: {self.rows_in} in, {self.trainable} trainable + {self.awaiting} awaiting "
-                f"labels + {self.quarantined_total} quarantined. This is a bug in sluice; please report it."
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,7 +129,48 @@ class RowAccount:
             "awaiting": self.awaiting,
             "quarantined": self.quarantined,
             "quarantined_total": self.quarantined_total,
+            "gap": self.gap,
+            "splits": self.splits,
         }
+
+
+def account_rows(
+    snapshot_ids: pd.Series,
+    *,
+    quarantine: pd.DataFrame,
+    awaiting: pd.Series,
+    trainable: dict[str, pd.Series],
+    gap: pd.Series | None = None,
+) -> RowAccount:
+    """The run's row account, checked by item id: every snapshot row sits in exactly one place.
+
+    Args:
+        snapshot_ids: the item ids of the snapshot's rows.
+        quarantine: the run's quarantine; its "ingest" rows (malformed lines) never had an id and are counted.
+        trainable: item ids per split ("train", "val", "test"), or of all labelled rows before the split.
+        gap: item ids of a temporal split's gap rows.
+
+    Raises:
+        RowsLostError: an item id is missing, doubled or unknown, with examples.
+    """
+    identified = quarantine[quarantine["step"] != "ingest"]
+    gap = gap if gap is not None else pd.Series([], dtype=object)
+    check_ids_conserved(
+        snapshot_ids,
+        stage="the run",
+        **trainable,
+        awaiting=awaiting,
+        gap=gap,
+        quarantined=identified["item_id"],
+    )
+    return RowAccount(
+        rows_in=len(snapshot_ids) + len(quarantine) - len(identified),
+        trainable=sum(len(ids) for ids in trainable.values()),
+        awaiting=len(awaiting),
+        quarantined={str(k): int(v) for k, v in quarantine["step"].value_counts().items()},
+        gap=len(gap),
+        splits={name: len(ids) for name, ids in trainable.items()},
+    )
 
 
 def export_onnx_checked(predictor: Predictor, sample: pd.DataFrame, path: Path) -> float:

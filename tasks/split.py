@@ -6,6 +6,15 @@ near duplicates (MinHash/LSH or embeddings), image pHash neighbours and rows wit
 equal rounded features, joined by union-find. A group is placed whole, so no
 duplicate or group ever sits on both sides of a split.
 
+A duplicate that sits in another user group is a copy (a review re-posted under
+another movie), not a reason to merge the two groups: joined transitively, a few
+hundred such copies make one group of everything. With
+`cross_group_duplicates="quarantine"` (the default of `split_by_config`) the first
+occurrence in row order is kept and the copies in other groups are handed back in
+`SplitResult.copies`, to be quarantined; "merge" (and `assign_splits`) joins the
+groups instead. Duplicates inside one group, or of rows without a group value, are
+merged either way.
+
 Strategies:
 - "stratified": rows (groups) spread so every split keeps the label mix.
   Without `label_col` it is a plain random split that still respects groups.
@@ -22,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +55,7 @@ SPLITS: tuple[str, str, str] = ("train", "val", "test")
 GAP = "gap"
 Strategy = Literal["stratified", "group", "temporal"]
 NearDuplicates = Literal["minhash", "embedding", "none"]
+CrossGroupDuplicates = Literal["quarantine", "merge"]
 # How far the largest group may overshoot the largest ratio before the split is refused.
 _GROUP_SHARE_SLACK = 0.05
 
@@ -74,6 +84,11 @@ class SplitConfig(BaseModel):
     feature_cols: tuple[str, ...] | None = None  # tabular duplicates: equal rounded features
     feature_decimals: int = 6
     folds: int = Field(0, ge=0)  # k of stratified group k-fold over the train rows; 0 = none
+    # A duplicate in another group: quarantine the copy (keep the first occurrence), or merge the groups.
+    cross_group_duplicates: CrossGroupDuplicates = "quarantine"
+    # Largest total variation distance between val's (test's) label mix and train's before the
+    # leakage gate stops the run; None: a warning only. A single-class val/test fails it too.
+    max_label_shift: float | None = Field(None, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
@@ -93,11 +108,18 @@ class SplitConfig(BaseModel):
 
 @dataclass(frozen=True)
 class SplitResult:
-    """Everything the split stage hands on, aligned with the input frame's index."""
+    """Everything the split stage hands on: the kept rows' splits, and the copies left out of them.
+
+    `splits`, `folds` and `groups` are on the input frame's index less the rows in `copies`.
+    """
 
     splits: pd.Series  # "train" / "val" / "test" (and "gap" for temporal)
     folds: pd.Series | None  # fold id for train rows, -1 elsewhere; None without folds
     groups: pd.Series  # merged group id: rows that must stay together
+    # One row per copy of a row in another group (index: the copy's label): `original` is the
+    # label of the kept first occurrence, `kind` "exact", "normalised" or "near" (or "duplicate"
+    # without a text column). Empty unless cross_group_duplicates="quarantine".
+    copies: pd.DataFrame = field(default_factory=lambda: _no_copies())
 
     @property
     def merged_rows(self) -> int:
@@ -108,15 +130,15 @@ class SplitResult:
 
 # -- public entry points -----------------------------------------------------
 def split_by_config(df: pd.DataFrame, config: SplitConfig) -> SplitResult:
-    """Splits, optional folds over the train rows, and the merged groups, as the config says."""
+    """Splits, optional folds over the train rows, the merged groups and the cross-group copies, as the config says."""
     _require_rows(df)
     # The same up-front checks as assign_splits: a missing time or label column is named, not a KeyError later.
     _check_strategy(
         df, config.strategy, group_col=config.group_col, time_col=config.time_col, label_col=config.label_col
     )
-    groups = group_rows(
+    _check_group_columns(df, config.group_col, config.text_col, config.embedding_col, config.image_col)
+    edges = _duplicate_edges(
         df,
-        group_col=config.group_col,
         text_col=config.text_col,
         near_duplicates=config.near_duplicates,
         near_duplicate_threshold=config.near_duplicate_threshold,
@@ -127,8 +149,17 @@ def split_by_config(df: pd.DataFrame, config: SplitConfig) -> SplitResult:
         feature_cols=config.feature_cols,
         feature_decimals=config.feature_decimals,
     )
+    copies = _no_copies()
+    kept: npt.NDArray[np.bool_] = np.ones(len(df), dtype=np.bool_)
+    if config.cross_group_duplicates == "quarantine" and config.group_col is not None:
+        copies, kept = _cross_group_copies(df, edges, group_col=config.group_col, text_col=config.text_col)
+    data = df[kept]
+    edges = _edges_among(edges, kept)
+    base = data[config.group_col] if config.group_col is not None else None
+    groups = pd.Series(connected_groups(len(data), edges, base), index=data.index, name="group", dtype=np.int64)
+    _require_rows(data)
     splits = _place_splits(
-        df,
+        data,
         groups.to_numpy(),
         strategy=config.strategy,
         seed=config.seed,
@@ -143,7 +174,7 @@ def split_by_config(df: pd.DataFrame, config: SplitConfig) -> SplitResult:
     if config.folds:
         in_train = splits.to_numpy() == "train"
         train_folds = _place_folds(
-            df[in_train],
+            data[in_train],
             groups.to_numpy()[in_train],
             k=config.folds,
             seed=config.seed,
@@ -151,9 +182,9 @@ def split_by_config(df: pd.DataFrame, config: SplitConfig) -> SplitResult:
             label_col=config.label_col,
             text_col=config.text_col,
         )
-        folds = pd.Series(-1, index=df.index, name="fold", dtype=np.int64)
+        folds = pd.Series(-1, index=data.index, name="fold", dtype=np.int64)
         folds[in_train] = train_folds
-    return SplitResult(splits=splits, folds=folds, groups=groups)
+    return SplitResult(splits=splits, folds=folds, groups=groups, copies=copies)
 
 
 def assign_splits(
@@ -336,6 +367,27 @@ def group_rows(
     feature_decimals: int = 6,
 ) -> pd.Series:
     """Merged group id per row: the user's groups joined with every kind of duplicate, named "group"."""
+    _check_group_columns(df, group_col, text_col, embedding_col, image_col)
+    edges = _duplicate_edges(
+        df,
+        text_col=text_col,
+        near_duplicates=near_duplicates,
+        near_duplicate_threshold=near_duplicate_threshold,
+        embedding_col=embedding_col,
+        embedding_threshold=embedding_threshold,
+        image_col=image_col,
+        image_max_distance=image_max_distance,
+        feature_cols=feature_cols,
+        feature_decimals=feature_decimals,
+    )
+    base = df[group_col] if group_col is not None else None
+    ids = connected_groups(len(df), edges, base)
+    return pd.Series(ids, index=df.index, name="group", dtype=np.int64)
+
+
+def _check_group_columns(
+    df: pd.DataFrame, group_col: str | None, text_col: str | None, embedding_col: str | None, image_col: str | None
+) -> None:
     for role, col in (
         ("group_col", group_col),
         ("text_col", text_col),
@@ -343,9 +395,24 @@ def group_rows(
         ("image_col", image_col),
     ):
         _require_column(df, col, role)
+
+
+def _duplicate_edges(
+    df: pd.DataFrame,
+    *,
+    text_col: str | None,
+    near_duplicates: NearDuplicates,
+    near_duplicate_threshold: float,
+    embedding_col: str | None,
+    embedding_threshold: float,
+    image_col: str | None,
+    image_max_distance: int,
+    feature_cols: Sequence[str] | None,
+    feature_decimals: int,
+) -> npt.NDArray[np.int64]:
+    """Edges (pairs of row positions) joining every kind of duplicate the settings ask for."""
     if near_duplicates not in ("minhash", "embedding", "none"):
         raise ValueError(f"near_duplicates={near_duplicates!r} is unknown; use 'minhash', 'embedding' or 'none'")
-    n = len(df)
     edges: list[npt.NDArray[np.int64]] = []
     if text_col is not None:
         texts = _texts(df[text_col])
@@ -365,10 +432,67 @@ def group_rows(
         edges.append(_as_edges(find_image_duplicates(images, max_distance=image_max_distance)))
     if feature_cols:
         edges.append(_equal_value_edges(list(hash_rows(df, feature_cols, decimals=feature_decimals))))
-    all_edges = np.concatenate(edges) if edges else np.empty((0, 2), dtype=np.int64)
-    base = df[group_col] if group_col is not None else None
-    ids = connected_groups(n, all_edges, base)
-    return pd.Series(ids, index=df.index, name="group", dtype=np.int64)
+    return np.concatenate(edges) if edges else np.empty((0, 2), dtype=np.int64)
+
+
+def _cross_group_copies(
+    df: pd.DataFrame, edges: npt.NDArray[np.int64], *, group_col: str, text_col: str | None
+) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
+    """The rows that duplicate a row of another group (see SplitResult.copies), and a mask of the rows kept.
+
+    Duplicate clusters are the components of the duplicate edges alone. A cluster belongs to the group
+    of its first row (in row order) that has a group value; its rows in other groups are copies, its
+    rows in that group or without a group value stay. No kept duplicate then links two groups.
+    """
+    n = len(df)
+    clusters = connected_groups(n, edges)
+    codes = pd.factorize(df[group_col].reset_index(drop=True), use_na_sentinel=True)[0].astype(np.int64)
+    has_group = codes >= 0
+    positions = np.arange(n, dtype=np.int64)
+    first = np.full(int(clusters.max()) + 1, n, dtype=np.int64)  # n: the cluster has no row with a group
+    np.minimum.at(first, clusters[has_group], positions[has_group])
+    owner = first[clusters]
+    owned = owner < n
+    owner_code = np.where(owned, codes[np.minimum(owner, n - 1)], -1)
+    copy = owned & has_group & (codes != owner_code)
+    if not copy.any():
+        return _no_copies(), ~copy
+    copy_pos, original_pos = positions[copy], owner[copy]
+    copies = pd.DataFrame(
+        {"original": df.index[original_pos], "kind": _copy_kinds(df, copy_pos, original_pos, text_col)},
+        index=df.index[copy_pos],
+    )
+    return copies, ~copy
+
+
+def _copy_kinds(
+    df: pd.DataFrame, copies: npt.NDArray[np.int64], originals: npt.NDArray[np.int64], text_col: str | None
+) -> list[str]:
+    if text_col is None:
+        return ["duplicate"] * len(copies)
+    texts = _texts(df[text_col])
+    kinds = []
+    for c, o in zip(copies.tolist(), originals.tolist(), strict=True):
+        if texts[c] == texts[o]:
+            kinds.append("exact")
+        elif normalize_text(texts[c]) == normalize_text(texts[o]):
+            kinds.append("normalised")
+        else:
+            kinds.append("near")
+    return kinds
+
+
+def _no_copies() -> pd.DataFrame:
+    return pd.DataFrame({"original": pd.Series(dtype=object), "kind": pd.Series(dtype=str)})
+
+
+def _edges_among(edges: npt.NDArray[np.int64], kept: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """The edges between kept rows, renumbered to positions among the kept rows."""
+    if kept.all():
+        return edges
+    new_pos = np.cumsum(kept) - 1
+    both = kept[edges[:, 0]] & kept[edges[:, 1]]
+    return new_pos[edges[both]].astype(np.int64)
 
 
 def write_split_manifest(ids: pd.Series, splits: pd.Series, folds: pd.Series | None, path: Path) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.quarantine import check_conservation, concat_quarantine, quarantine_rows
+from tasks.quarantine import check_ids_conserved, concat_quarantine, quarantine_rows
 
 _ROW_LEVEL_KEY = "row_level"
 _MAX_IDS_KEPT = 20  # unexpected ids shown per expectation in reports
@@ -71,6 +71,11 @@ class ValidationOutcome:
     @property
     def passed(self) -> list[ExpectationOutcome]:
         return [e for e in self.expectations if e.success]
+
+    @property
+    def step(self) -> str:
+        """The quarantine step of this suite's row-level failures."""
+        return f"expectations:{self.suite}"
 
     @property
     def failed_hard(self) -> list[ExpectationOutcome]:
@@ -224,10 +229,10 @@ def quarantine_row_level(df: pd.DataFrame, outcome: ValidationOutcome) -> tuple[
     mask = df["item_id"].astype(str).isin(reasons)
     bad = df[mask]
     quarantine = quarantine_rows(
-        bad, step=f"expectations:{outcome.suite}", reason=["; ".join(reasons[i]) for i in bad["item_id"].astype(str)]
+        bad, step=outcome.step, reason=["; ".join(reasons[i]) for i in bad["item_id"].astype(str)]
     )
     kept = df[~mask].reset_index(drop=True)
-    check_conservation(len(df), len(kept), len(quarantine), stage=f"expectations:{outcome.suite}")
+    check_ids_conserved(df["item_id"], stage=outcome.step, kept=kept["item_id"], quarantined=quarantine["item_id"])
     return kept, quarantine
 
 

@@ -66,3 +66,17 @@ def test_zscore_and_constant_impute() -> None:
 def test_config_errors_name_the_setting(config: CleanConfig, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         clean_frame(_frame(), config)
+
+
+def test_a_missing_dedupe_key_neither_crashes_nor_merges_unrelated_rows() -> None:
+    df = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d", "e"],
+            "text": ["same", None, float("nan"), "same", ""],
+            "source": ["web", "app", "app", "web", "app"],
+        }
+    )
+    result = clean_frame(df, CleanConfig(dedupe_on=["text", "source"]))
+    assert result.quarantine["item_id"].tolist() == ["d"]
+    assert result.quarantine["reason"].tolist() == ["exact duplicate of item a on text, source"]
+    assert result.data["item_id"].tolist() == ["a", "b", "c", "e"]

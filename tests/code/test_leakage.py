@@ -113,7 +113,57 @@ def test_label_distribution_table_and_soft_warning() -> None:
     assert report.label_table is not None
     assert report.label_table.loc["val", "b"] == 0
     assert report.label_table.to_numpy().sum() == len(df)
-    assert report.warnings == [check]
+    assert report.warnings == [check, report.check("label_shift")]
+
+
+def _drifting(n: int = 400) -> pd.DataFrame:
+    """Labels that drift over time: early days mostly "a", the last days only "b"."""
+    df = _frame(n)
+    share_b = np.linspace(0.1, 1.2, n).clip(max=1.0)
+    df["label"] = np.where(np.random.default_rng(3).random(n) < share_b, "b", "a")
+    return df
+
+
+def test_a_split_that_cannot_measure_anything_is_said_loudly_with_the_numbers() -> None:
+    df = _drifting()
+    splits = assign_splits(df, strategy="temporal", seed=0, time_col="day")
+    report = leakage_report(df, splits, time_col="day", label_col="label")
+    shift = report.check("label_shift")
+    assert report.passed and shift.severity == "soft" and not shift.passed  # a warning without the gate
+    assert "test holds a single class: 'b' (40 of 40 rows)" in shift.summary
+    tvd = shift.details["total_variation_from_train"]["test"]
+    assert tvd > 0.4 and f"test label mix differs from train's by TVD {tvd:.2f} > 0.10" in shift.summary
+    assert "(test: a 0%, b 100%; train: a " in shift.summary
+    markdown = report.to_markdown()
+    assert markdown.splitlines()[2].startswith("> **WARNING: these splits cannot measure the model.**")
+
+    gated = leakage_report(df, splits, time_col="day", label_col="label", max_label_shift=0.3)
+    assert not gated.passed and gated.check("label_shift").severity == "hard"
+    with pytest.raises(LeakageError, match=r"label_shift: .*single class.* Fix: use split.strategy: stratified"):
+        gated.raise_if_failed()
+    # A stratified split of the same rows keeps the mix: nothing to flag, the gate passes.
+    mixed = assign_splits(df, strategy="stratified", seed=0, label_col="label")
+    assert leakage_report(df, mixed, label_col="label", max_label_shift=0.05).passed
+
+
+def test_time_overlap_is_information_for_a_split_that_is_not_temporal() -> None:
+    df = _frame()
+    splits = _clean_split(df)
+    check = leakage_report(df, splits, time_col="day", time_ordered=False).check("temporal_overlap")
+    assert check.passed and check.severity == "info"
+    assert check.summary.startswith("information only (the split is not temporal): max(train)")
+    assert not leakage_report(df, splits, time_col="day").check("temporal_overlap").passed
+
+
+def test_near_duplicate_threshold_is_the_splits_own() -> None:
+    df = _frame()
+    splits = _clean_split(df)
+    train_row, val_row = splits.index[splits == "train"][3], splits.index[splits == "val"][0]
+    words = df.loc[train_row, "text"].split()
+    df.loc[val_row, "text"] = " ".join(words[:15] + ["different", "words", "here"] + words[18:])
+    assert not leakage_report(df, splits, text_col="text", near_threshold=0.5).check("near_duplicates").passed
+    assert leakage_report(df, splits, text_col="text", near_threshold=0.9).check("near_duplicates").passed
+    assert leakage_report(df, splits, text_col="text", near_threshold=None).check("near_duplicates").skipped
 
 
 def test_identifier_column_that_encodes_the_label_is_flagged() -> None:

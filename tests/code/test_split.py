@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from tasks.partition import check_leakage, split_frame
 from tasks.split import (
     SplitConfig,
     assign_folds,
@@ -132,6 +133,47 @@ def test_duplicates_join_user_groups_transitively() -> None:
     groups = group_rows(df, group_col="user", text_col="text")
     # a and b are joined by the duplicate text; c and d stay alone.
     assert groups.tolist() == [0, 0, 0, 0, 1, 2]
+
+
+def _reposted() -> pd.DataFrame:
+    """Three users' posts; b re-posts a's first text re-cased, c re-posts b's first text with a typo."""
+    rng = random.Random(5)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(20)) + f" post{i}" for i in range(12)]
+    df = pd.DataFrame({"user": ["a"] * 4 + ["b"] * 4 + ["c"] * 4, "text": texts}, index=range(10, 22))
+    df.loc[15, "text"] = df.loc[10, "text"].upper()
+    df.loc[20, "text"] = _typo(df.loc[14, "text"], 30)
+    df.loc[13, "text"] = df.loc[11, "text"] + "!"  # a copy inside one group
+    return df
+
+
+def test_a_copy_in_another_group_is_quarantined_not_merged() -> None:
+    df = _reposted()
+    config = SplitConfig(strategy="group", group_col="user", text_col="text", ratios=(0.4, 0.3, 0.3))
+    result = split_by_config(df, config)
+    assert result.copies.to_dict(orient="index") == {
+        15: {"original": 10, "kind": "normalised"},
+        20: {"original": 14, "kind": "near"},
+    }
+    assert result.splits.index.tolist() == [i for i in df.index if i not in (15, 20)]
+    # The three users stay three groups; the copy inside a's posts still joins its original.
+    groups = result.groups.groupby(df["user"]).nunique()
+    assert groups.to_dict() == {"a": 1, "b": 1, "c": 1}
+    assert result.groups.nunique() == 3
+    assert _straddling(df["user"].loc[result.splits.index], result.splits) == 0
+
+    # "merge" joins the users through the copies into one group, which no split can place.
+    with pytest.raises(ValueError, match=r"user='a' \(merged by duplicates with 2 more values\) holds 100%"):
+        split_by_config(df, config.model_copy(update={"cross_group_duplicates": "merge"}))
+
+
+def test_copies_of_rows_without_a_group_join_them() -> None:
+    df = _reposted()
+    df.loc[15, "user"] = None  # no group to cross: the copy joins its original, as before
+    result = split_by_config(
+        df, SplitConfig(strategy="group", group_col="user", text_col="text", ratios=(0.5, 0.25, 0.25))
+    )
+    assert result.copies.index.tolist() == [20]
+    assert result.groups[15] == result.groups[10]
 
 
 def test_missing_group_values_are_single_rows() -> None:
@@ -283,7 +325,9 @@ def test_too_few_rows_for_folds() -> None:
 def test_split_by_config_returns_splits_folds_and_groups() -> None:
     df = _frame(800)
     df.loc[df.index[5], "text"] = df["text"].iloc[4] + "!"
-    config = SplitConfig(strategy="group", group_col="user", label_col="label", text_col="text", folds=4)
+    config = SplitConfig(
+        strategy="group", group_col="user", label_col="label", text_col="text", folds=4, cross_group_duplicates="merge"
+    )
     result = split_by_config(df, config)
     assert result.splits.equals(
         assign_splits(df, strategy="group", seed=42, group_col="user", label_col="label", text_col="text")
@@ -305,6 +349,8 @@ def test_split_by_config_returns_splits_folds_and_groups() -> None:
         ({"near_duplicates": "embedding"}, "embedding_col"),
         ({"strategy": "group"}, "needs group_col"),
         ({"near_duplicate_threshold": 0}, "greater than 0"),
+        ({"cross_group_duplicates": "drop"}, "'quarantine' or 'merge'"),
+        ({"max_label_shift": 1.5}, "less than or equal to 1"),
         ({"unknown": 1}, "Extra inputs"),
     ],
 )
@@ -351,3 +397,37 @@ def test_split_by_config_names_a_missing_time_column() -> None:
     df = pd.DataFrame({"item_id": [str(i) for i in range(40)], "text": [f"t {i}" for i in range(40)]})
     with pytest.raises(ValueError, match=r"time_col='when' is not a column; available columns"):
         split_by_config(df, SplitConfig(strategy="temporal", time_col="when"))
+
+
+# -- the split stage as the pipeline runs it -------------------------------------
+def test_split_frame_quarantines_copies_naming_the_original_and_its_group(tmp_path: Path) -> None:
+    df = _reposted().reset_index(drop=True)
+    df.insert(0, "item_id", [f"post-{i}" for i in range(len(df))])
+    settings = SplitConfig(strategy="group", group_col="user", text_col="text", ratios=(0.4, 0.3, 0.3))
+    outcome = split_frame(df, settings, manifest_root=tmp_path)
+    reasons = outcome.quarantine.set_index("item_id")["reason"]
+    assert reasons.index.tolist() == ["post-5", "post-10"]
+    assert reasons["post-5"].startswith("normalised duplicate of item post-0 (user='a'), which is kept")
+    assert "this copy under user='b' would join the two groups" in reasons["post-5"]
+    assert reasons["post-10"].startswith("near duplicate of item post-4 (user='b')")
+    assert (outcome.quarantine["step"] == "split").all()
+    assert sum(outcome.sizes().values()) + len(outcome.quarantine) == len(df)
+    assert set(pq.read_table(outcome.manifest_path).column("item_id").to_pylist()) == set(outcome.data["item_id"])
+    report = check_leakage(outcome)
+    assert report.passed, report.to_markdown()
+    listed = report.check("cross_group_duplicates")
+    assert listed.details["quarantined"] == 2
+    assert [c["item_id"] for c in listed.details["copies"]] == ["post-5", "post-10"]
+    assert "post-0" in report.to_markdown()
+
+
+def test_split_frame_keeps_temporal_gap_rows_apart_and_accounts_for_them(tmp_path: Path) -> None:
+    df = _daily(120).sort_index()
+    df.insert(0, "item_id", [f"day-{i}" for i in range(len(df))])
+    settings = SplitConfig(strategy="temporal", time_col="day", gap="3D")
+    outcome = split_frame(df, settings, manifest_root=tmp_path)
+    gap = outcome.gap_rows()
+    assert len(gap) == 6 and set(gap["split"]) == {"gap"}
+    assert sum(outcome.sizes().values()) + len(gap) == len(df)
+    assert "gap" not in outcome.sizes()
+    assert all(len(frame) and "gap" not in set(frame["split"]) for frame in outcome.frames().values())

