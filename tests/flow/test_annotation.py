@@ -130,6 +130,9 @@ def test_sync_waits_cleanly_until_annotators_are_done(
     result = annotation_sync(config_path=str(config), home=str(home.root))
     assert result["status"] == "waiting" and result["coverage"] == 0.0
     assert result["alpha"] is None and result["consensus_labels"] is None
+    # the rows the clean suite removed (plot summaries) are in the snapshot's quarantine, as a pipeline run leaves them
+    quarantine = pd.read_parquet(result["quarantine_path"])
+    assert (quarantine["step"] == "expectations:rotten_tomatoes_clean").sum() >= 1
     # a rerun imports nothing new
     again = annotation_sync(config_path=str(config), home=str(home.root))
     assert again["project_id"] == result["project_id"]

@@ -79,6 +79,10 @@ def test_dask_ingest_writes_the_snapshot_a_plain_run_writes(
     assert distributed["clean_rows"] == plain["clean_rows"] and distributed["rows"] == 401
     data = _snapshot(distributed).load()
     assert data["item_id"].str.endswith("-1").sum() == 1  # the repeat across files kept its suffix
+    # the clean stage's quarantine is kept under the home, as a pipeline run keeps it
+    quarantine = pd.read_parquet(plain["quarantine_path"])
+    assert len(quarantine) == plain["clean_quarantined"] >= 1
+    assert data["item_id"][data["item_id"].str.endswith("-1")].isin(quarantine["item_id"]).all()
 
     names = _task_names(str(state.state_details.flow_run_id))
     assert sum(n.startswith("scan-source") for n in names) == FILES
