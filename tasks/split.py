@@ -68,6 +68,7 @@ class SplitConfig(BaseModel):
     strategy: Strategy = "stratified"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 42
+    # Column roles. A pipeline config sets them once under `columns:` (sluice.config fills them in here).
     group_col: str | None = None
     time_col: str | None = None
     label_col: str | None = None

@@ -11,6 +11,7 @@ import pytest
 
 from sluice.cli import format_summary
 from sluice.home import Home
+from tasks.leakage import LeakageError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -73,3 +74,18 @@ def test_temporal_run_accounts_for_gap_rows_and_quarantines_cross_movie_reposts(
     checks = {c["name"]: c for c in leakage["checks"]}
     assert checks["temporal_overlap"]["severity"] == "hard" and checks["temporal_overlap"]["passed"]
     assert checks["cross_group_duplicates"]["details"]["quarantined"] == len(reposted)
+
+    # split.max_label_shift turns the label-shift warning into the leakage gate (exit status 2 in the CLI).
+    shift = checks["label_shift"]["details"]["total_variation_from_train"]
+    assert checks["label_shift"]["severity"] == "soft" and max(shift.values()) > 0.01
+    gated = make_config(
+        source__path=str(data),
+        demo=None,
+        columns__time="posted",
+        split__strategy="temporal",
+        split__gap="2D",
+        split__max_label_shift=0.01,
+        registry__model_name="rt-split-account",
+    )
+    with pytest.raises(LeakageError, match=r"label_shift: .*label mix differs from train's by TVD"):
+        pipeline(config_path=str(gated), home=str(home.root))
