@@ -19,6 +19,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Hashable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -376,16 +377,17 @@ def find_embedding_duplicates(
 
 
 # -- images --------------------------------------------------------------------
-def hash_image(image: npt.ArrayLike, *, hash_size: int = 8) -> int:
+def hash_image(image: npt.ArrayLike | str | Path, *, hash_size: int = 8) -> int:
     """Perceptual hash (pHash): signs of the low-frequency DCT of a 32x32 greyscale copy.
 
     Args:
-        image: 2-D greyscale, or 3-D with channels last (averaged to grey).
+        image: 2-D greyscale, or 3-D with channels last (averaged to grey), or the path of an
+            image file (a pipeline's image column holds either).
 
     Returns:
         A `hash_size**2`-bit integer; similar images differ in few bits.
     """
-    pixels = np.asarray(image, dtype=np.float64)
+    pixels = _pixels(image)
     if pixels.ndim == 3:
         pixels = pixels.mean(axis=2)
     if pixels.ndim != 2 or min(pixels.shape) == 0:
@@ -396,6 +398,19 @@ def hash_image(image: npt.ArrayLike, *, hash_size: int = 8) -> int:
     # The DC term is the mean brightness: leave it out of the median.
     bits = coeffs > np.median(coeffs[1:])
     return int("".join("1" if bit else "0" for bit in bits), 2)
+
+
+def _pixels(image: npt.ArrayLike | str | Path) -> npt.NDArray[np.float64]:
+    if isinstance(image, str | Path):
+        from PIL import Image  # lazy: only image paths need Pillow
+
+        with Image.open(image) as img:
+            return np.asarray(img, dtype=np.float64)
+    array = np.asarray(image)
+    if array.dtype == object and array.ndim == 1 and len(array):
+        # A 2-D image read back from Parquet is an array of row arrays.
+        return np.stack([np.asarray(row, dtype=np.float64) for row in array])
+    return array.astype(np.float64)
 
 
 def _resize_mean(pixels: npt.NDArray[np.float64], side: int) -> npt.NDArray[np.float64]:

@@ -756,8 +756,8 @@ def _check_group_sizes(
     raise ValueError(
         f"{name} holds {share:.0%} of the rows ({sizes[biggest]} of {len(groups)}), more than the largest "
         f"ratio {ratios.max():.0%}, so ratios {tuple(ratios.round(3).tolist())} cannot be met. "
-        "Group by a finer column, drop or cap that group, raise near_duplicate_threshold if duplicates "
-        "chained it together, or use strategy='temporal'"
+        "Group by a finer column, drop or cap that group, raise near_duplicate_threshold (or lower "
+        "image_max_distance) if duplicates chained it together, or use strategy='temporal'"
     )
 
 

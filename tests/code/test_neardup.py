@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -182,6 +183,18 @@ def test_image_phash_matches_edited_copies_not_other_images() -> None:
     # Other images, and the transposed one, are different pictures.
     assert not any(j >= 5 for _, j in pairs)
     assert 0 <= hash_image(picture) < 2**64
+
+
+def test_image_hash_reads_the_cells_a_pipeline_holds(tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = _smooth_image(4).astype(np.uint8)
+    path = tmp_path / "picture.png"
+    Image.fromarray(picture).save(path)
+    frame = pd.DataFrame({"img": pd.Series([picture.tolist()], dtype=object)})  # as JSONL gives it
+    frame.to_parquet(tmp_path / "images.parquet")
+    from_parquet = pd.read_parquet(tmp_path / "images.parquet")["img"].iloc[0]  # an array of row arrays
+    assert hash_image(path) == hash_image(str(path)) == hash_image(from_parquet) == hash_image(picture)
 
 
 def test_image_hash_rejects_non_images() -> None:
