@@ -103,6 +103,7 @@ _STRATEGY_NEEDS = {
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
+    """A config section as a plain dict (it may arrive as a model when a config is built in code)."""
     if isinstance(value, BaseModel):
         return value.model_dump(exclude_unset=True)
     return dict(value) if isinstance(value, dict) else {}
@@ -115,6 +116,8 @@ def _split_with_column_roles(raw: dict[str, Any]) -> dict[str, Any]:
         ValueError: split and columns name different columns for one role, split.label_col names
             a column other than the labels, or the strategy's role is not set.
     """
+    if any(not isinstance(raw.get(k), dict | BaseModel | None) for k in ("columns", "split")):
+        return raw  # not mappings: the field validation names them
     columns, split = _as_dict(raw.get("columns")), _as_dict(raw.get("split"))
     for field, role in _SPLIT_ROLES.items():
         old = split.pop(field, None)
