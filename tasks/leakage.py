@@ -78,6 +78,7 @@ class LeakageCheck:
                 "passed": self.passed,
                 "skipped": self.skipped,
                 "summary": self.summary,
+                "fix": self.fix,
                 "details": self.details,
                 "examples": self.examples,
             }
