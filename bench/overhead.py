@@ -43,9 +43,10 @@ def plain_stages(config_path: Path, home_root: Path) -> dict[str, float]:
     from sluice.config import load_config
     from sluice.home import Home
     from tasks.clean import clean_frame
+    from tasks.columns import LABEL
     from tasks.demo_data import write_demo_data
     from tasks.ingest import ingest_files, resolve_sources
-    from tasks.labels import LABEL, labels_from_column
+    from tasks.labels import labels_from_column
     from tasks.partition import check_leakage, split_frame
     from tasks.report import score_test_split
     from tasks.train import train_model

@@ -17,7 +17,8 @@ from flows.annotate import AnnotationOutcome, annotate_items
 from sluice import fingerprint, tracking
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
-from tasks.labels import LABEL, LabelOutcome
+from tasks.columns import ITEM_ID, LABEL, SPLIT
+from tasks.labels import LabelOutcome
 from tasks.model_card import CardInputs, build_model_card
 from tasks.partition import write_gap_rows
 from tasks.promotion import DataGates, decide_promotion, input_key
@@ -44,7 +45,7 @@ def _git_commit(base_dir: Path) -> str:
 
 
 def _labels_hash(labelled: LabelOutcome) -> str:
-    pairs = labelled.data[["item_id", LABEL]].sort_values("item_id").to_csv(index=False)
+    pairs = labelled.data[[ITEM_ID, LABEL]].sort_values(ITEM_ID).to_csv(index=False)
     return hashlib.sha256(pairs.encode()).hexdigest()[:16]
 
 
@@ -111,7 +112,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- account for every row, by item id (written now, so a run the split gate stops keeps it) --------
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
-    snapshot_ids = pd.read_parquet(snapshot.data_path, columns=["item_id"])["item_id"]
+    snapshot_ids = pd.read_parquet(snapshot.data_path, columns=[ITEM_ID])[ITEM_ID]
     quarantine = concat_quarantine(
         [snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned.quarantine, labelled.quarantine]
     )
@@ -119,8 +120,8 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     account = account_rows(
         snapshot_ids,
         quarantine=quarantine,
-        awaiting=labelled.awaiting["item_id"],
-        trainable={"labelled": labelled.data["item_id"]},
+        awaiting=labelled.awaiting[ITEM_ID],
+        trainable={"labelled": labelled.data[ITEM_ID]},
     )
 
     summary: dict[str, Any] = {
@@ -160,9 +161,9 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     account = account_rows(
         snapshot_ids,
         quarantine=quarantine,
-        awaiting=labelled.awaiting["item_id"],
-        trainable={name: frame["item_id"] for name, frame in frames.items()},
-        gap=gap["item_id"],
+        awaiting=labelled.awaiting[ITEM_ID],
+        trainable={name: frame[ITEM_ID] for name, frame in frames.items()},
+        gap=gap[ITEM_ID],
     )
 
     summary |= {
@@ -314,7 +315,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             {"name": f"trial-{n}", "params": t["params"], "metrics": t["metrics"]} for n, t in enumerate(trials)
         ],
         "datasets": {
-            name: (frame.drop(columns=["split"]), str(snapshot.data_path), LABEL) for name, frame in frames.items()
+            name: (frame.drop(columns=[SPLIT]), str(snapshot.data_path), LABEL) for name, frame in frames.items()
         },
         "artifacts": [reports, quarantine_path, split.manifest_path, *agreement_files]
         + ([run_dir / "onnx"] if onnx_gap is not None else []),

@@ -25,6 +25,7 @@ from tasks import report as report_stage
 from tasks import train as train_stage
 from tasks import tune as tune_stage
 from tasks import validate as validate_stage
+from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
 from tasks.leakage import LeakageReport
 from tasks.quarantine import concat_quarantine, update_quarantine
@@ -227,7 +228,7 @@ def resolve_labels(
     else:
         outcome = labels_stage.labels_from_annotation(
             data,
-            consensus if consensus is not None else pd.DataFrame({"item_id": [], "label": []}),
+            consensus if consensus is not None else pd.DataFrame({ITEM_ID: [], "label": []}),
             config.labels,
         )
     publish(f"{config.name}-labels", outcome.summary_markdown(), "Labels entering training")
@@ -257,7 +258,7 @@ def tune(
     trials: list[dict[str, Any]] = []
     common: dict[str, Any] = {
         "base": config.train,
-        "label_col": labels_stage.LABEL,
+        "label_col": LABEL,
         "classes": config.labels.classes,
         "text_col": config.columns.text,
         "feature_cols": config.columns.features or None,
@@ -289,12 +290,12 @@ def cross_validate(
     config: PipelineConfig, train_config: train_stage.TrainConfig, data: pd.DataFrame
 ) -> tune_stage.CVResult:
     """k-fold cross-validation over the train rows' group-aware folds: mean and spread of each metric."""
-    pool = data[data["fold"] >= 0]
+    pool = data[data[FOLD] >= 0]
     result = tune_stage.cross_validate(
         pool,
-        pool["fold"],
+        pool[FOLD],
         config=train_config,
-        label_col=labels_stage.LABEL,
+        label_col=LABEL,
         classes=config.labels.classes,
         text_col=config.columns.text,
         feature_cols=config.columns.features or None,
@@ -318,7 +319,7 @@ def train(
     result = train_stage.train_model(
         frames["train"],
         frames["val"],
-        label_col=labels_stage.LABEL,
+        label_col=LABEL,
         classes=config.labels.classes,
         config=train_config,
         text_col=config.columns.text,
@@ -342,7 +343,7 @@ def test(
     report = report_stage.score_test_split(
         result.predictor,
         frame,
-        label_col=labels_stage.LABEL,
+        label_col=LABEL,
         classes=config.labels.classes,
         history=result.history,
         out_dir=run_dir / "reports",
@@ -390,7 +391,7 @@ def score_champion(
     if scored is None:
         return None
     version, proba = scored
-    y_true = frame[labels_stage.LABEL].astype(str).tolist()
+    y_true = frame[LABEL].astype(str).tolist()
     return version, {k: float(v) for k, v in evaluate_predictions(y_true, proba, config.labels.classes).items()}
 
 

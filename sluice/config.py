@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sluice.labelstudio_server import LabelStudioSettings
 from tasks.annotations import AnnotationConfig
 from tasks.clean import CleanConfig
+from tasks.columns import LABEL
 from tasks.consensus import ConsensusConfig
 from tasks.ingest import SourceConfig
-from tasks.labels import LABEL, LabelsConfig
+from tasks.labels import LabelsConfig
 from tasks.promotion import PromotionConfig
 from tasks.split import SplitConfig
 from tasks.train import TrainConfig

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.columns import ITEM_ID, PROVENANCE
 from tasks.quarantine import check_ids_conserved, concat_quarantine, quarantine_rows, summarise_quarantine
 
 _WHITESPACE = re.compile(r"\s+")
@@ -100,7 +101,7 @@ def normalize_text(values: pd.Series) -> pd.Series:
 
 
 def _data_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in ("item_id", "source_file", "source_row")]
+    return [c for c in df.columns if c not in (ITEM_ID, *PROVENANCE)]
 
 
 def _require(df: pd.DataFrame, column: str, setting: str) -> None:
@@ -160,7 +161,7 @@ def _exact_duplicates(data: pd.DataFrame, columns: list[str]) -> tuple[pd.Series
     keyed = data[complete]
     duplicated = np.zeros(len(data), dtype=bool)
     duplicated[complete] = keyed.duplicated(subset=columns, keep="first").to_numpy()
-    first_id = keyed.groupby(columns, sort=False)["item_id"].transform("first").to_numpy()
+    first_id = keyed.groupby(columns, sort=False)[ITEM_ID].transform("first").to_numpy()
     firsts = first_id[duplicated[complete]]
     reasons = [f"exact duplicate of item {first} on {', '.join(columns)}" for first in firsts]
     return pd.Series(duplicated, index=data.index), reasons
@@ -211,5 +212,5 @@ def clean_frame(df: pd.DataFrame, config: CleanConfig) -> CleanResult:
             data = data[~mask]
 
     quarantine = concat_quarantine(parts)
-    check_ids_conserved(df["item_id"], stage="clean", kept=data["item_id"], quarantined=quarantine["item_id"])
+    check_ids_conserved(df[ITEM_ID], stage="clean", kept=data[ITEM_ID], quarantined=quarantine[ITEM_ID])
     return CleanResult(data=data.reset_index(drop=True), quarantine=quarantine, rows_in=rows_in, imputed=imputed)

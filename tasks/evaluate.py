@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from tasks.columns import ITEM_ID
+
 
 def _as_indices(y: Sequence[str] | np.ndarray | pd.Series, classes: list[str]) -> np.ndarray:
     index = {c: i for i, c in enumerate(classes)}
@@ -218,8 +220,8 @@ def most_confident_mistakes(
     proba = _check_proba(proba, len(df), classes)
     pred = proba.argmax(axis=1)
     out = pd.DataFrame(index=range(len(df)))
-    if "item_id" in df.columns:
-        out["item_id"] = df["item_id"].to_numpy()
+    if ITEM_ID in df.columns:
+        out[ITEM_ID] = df[ITEM_ID].to_numpy()
     if text_col and text_col in df.columns:
         out["text"] = df[text_col].to_numpy()
     out["true"] = df[label_col].astype(str).to_numpy()

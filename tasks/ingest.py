@@ -33,10 +33,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from tasks.columns import ITEM_ID, PROVENANCE, SOURCE_FILE, SOURCE_ROW
 from tasks.quarantine import check_conservation, concat_quarantine, quarantine_rows, write_quarantine
 
 SNAPSHOT_FORMAT = 1  # bump when the snapshot layout changes: old ids must not be reused
-PROVENANCE_COLUMNS = ["source_file", "source_row"]
 _FORMATS = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -277,7 +277,7 @@ def _content_hashes(frame: pd.DataFrame, context: pd.DataFrame | None = None) ->
     rows = len(frame)
     if context is not None:
         frame = pd.concat([frame, context], ignore_index=True)
-    content = frame.drop(columns=[c for c in PROVENANCE_COLUMNS if c in frame.columns])
+    content = frame.drop(columns=[c for c in PROVENANCE if c in frame.columns])
     return pd.util.hash_pandas_object(content.astype(str), index=False).to_numpy(dtype=np.uint64)[:rows]
 
 
@@ -308,10 +308,10 @@ def derive_item_ids(df: pd.DataFrame, *, id_column: str | None, where: str) -> p
         dup = ids[ids.duplicated()]
         if not dup.empty:
             raise _not_unique(id_column, where, dup.size, str(dup.iloc[0]))
-        return ids.rename("item_id")
+        return ids.rename(ITEM_ID)
     hashes = _content_hashes(df)
     base = pd.Series(hashes).groupby(hashes).cumcount().to_numpy()
-    return _format_ids(hashes, base).set_axis(df.index).rename("item_id")
+    return _format_ids(hashes, base).set_axis(df.index).rename(ITEM_ID)
 
 
 def _not_unique(id_column: str, where: str, repeats: int, example: str) -> IngestError:
@@ -625,8 +625,8 @@ def _iter_frames(scan: SourceScan, config: SourceConfig, block_bytes: int) -> It
 
 def _with_provenance(frame: pd.DataFrame, name: str, start: int) -> pd.DataFrame:
     frame = frame.copy(deep=False)
-    frame.insert(len(frame.columns), "source_file", name)
-    frame.insert(len(frame.columns), "source_row", np.arange(start, start + len(frame), dtype=np.int64))
+    frame.insert(len(frame.columns), SOURCE_FILE, name)
+    frame.insert(len(frame.columns), SOURCE_ROW, np.arange(start, start + len(frame), dtype=np.int64))
     return frame
 
 
@@ -648,7 +648,7 @@ def _conform(frame: pd.DataFrame, layout: pd.DataFrame) -> pd.DataFrame:
 
 def _arrow_schema(layout: pd.DataFrame, where: str) -> pa.Schema:
     with_id = layout.copy(deep=False)
-    with_id.insert(0, "item_id", pd.Series(["0" * 16] * len(layout), dtype="str"))
+    with_id.insert(0, ITEM_ID, pd.Series(["0" * 16] * len(layout), dtype="str"))
     try:
         return pa.Schema.from_pandas(with_id, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -695,7 +695,7 @@ def _write_snapshot_data(
                 else:
                     hashes = _content_hashes(frame, context)
                     item_ids = _format_ids(hashes, counter.occurrences(hashes))
-                frame.insert(0, "item_id", item_ids.set_axis(frame.index))
+                frame.insert(0, ITEM_ID, item_ids.set_axis(frame.index))
                 writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
             if start != scan.rows:
                 raise IngestError(
@@ -704,7 +704,7 @@ def _write_snapshot_data(
                 )
     if repeated:
         raise _not_unique(str(config.id_column), where, repeated, example)
-    return ["item_id", *map(str, layout.columns)]
+    return [ITEM_ID, *map(str, layout.columns)]
 
 
 def describe_source(path: Path, config: SourceConfig) -> SourceFile:
@@ -744,7 +744,7 @@ def write_snapshot(
     snapshot_id = snapshot_id_for(files, config)
     quarantines = [
         quarantine_rows(
-            pd.DataFrame({"source_file": [Path(s.source.path).name] * len(s.malformed), "line": s.malformed}),
+            pd.DataFrame({SOURCE_FILE: [Path(s.source.path).name] * len(s.malformed), "line": s.malformed}),
             step="ingest",
             reason=[f"malformed line: {m}" for m in s.malformed],
         )
@@ -758,7 +758,7 @@ def write_snapshot(
             "format": s.source.format,
             "rows": s.rows,
             "malformed": len(s.malformed),
-            "schema": {str(c): str(t) for c, t in s.probe.dtypes.items() if c not in PROVENANCE_COLUMNS},
+            "schema": {str(c): str(t) for c, t in s.probe.dtypes.items() if c not in PROVENANCE},
         }
         for s in scans
     ]
@@ -825,7 +825,7 @@ def check_columns(df: pd.DataFrame, required: dict[str, str | None], *, where: s
     Args:
         required: role -> column name (None entries are skipped), e.g. {"text": "review"}.
     """
-    available = [str(c) for c in df.columns if c not in PROVENANCE_COLUMNS and c != "item_id"]
+    available = [str(c) for c in df.columns if c not in PROVENANCE and c != ITEM_ID]
     for role, column in required.items():
         if column and column not in df.columns:
             raise IngestError(

@@ -14,9 +14,8 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.columns import ITEM_ID, LABEL
 from tasks.quarantine import check_ids_conserved, quarantine_rows, summarise_quarantine
-
-LABEL = "label"
 
 
 class LabelsConfig(BaseModel):
@@ -85,11 +84,11 @@ def _split_by_class(df: pd.DataFrame, labels: pd.Series, classes: list[str], sou
     data = df[keep].assign(**{LABEL: labels[keep]}).reset_index(drop=True)
     awaiting = df[awaiting_mask].reset_index(drop=True)
     check_ids_conserved(
-        df["item_id"],
+        df[ITEM_ID],
         stage="labels",
-        labelled=data["item_id"],
-        awaiting=awaiting["item_id"],
-        quarantined=quarantine["item_id"],
+        labelled=data[ITEM_ID],
+        awaiting=awaiting[ITEM_ID],
+        quarantined=quarantine[ITEM_ID],
     )
     return LabelOutcome(data=data, quarantine=quarantine, awaiting=awaiting, source=source, rows_in=rows_in)
 
@@ -108,9 +107,9 @@ def labels_from_column(df: pd.DataFrame, config: LabelsConfig) -> LabelOutcome:
 
 def labels_from_annotation(df: pd.DataFrame, consensus: pd.DataFrame, config: LabelsConfig) -> LabelOutcome:
     """Labels from the annotation stage's consensus table (`item_id`, `label`); items not in it wait."""
-    if not {"item_id", "label"} <= set(consensus.columns):
+    if not {ITEM_ID, "label"} <= set(consensus.columns):
         raise LabelError("the consensus label table needs columns item_id and label; rerun the annotation flow.")
-    by_id = consensus.drop_duplicates("item_id", keep="last").set_index("item_id")["label"]
-    labels = df["item_id"].map(by_id)
+    by_id = consensus.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)["label"]
+    labels = df[ITEM_ID].map(by_id)
     data = df.drop(columns=[LABEL]) if LABEL in df.columns else df
     return _split_by_class(data, labels, config.classes, source="annotation consensus")

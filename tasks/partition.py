@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.columns import FOLD, ITEM_ID, SPLIT
 from tasks.leakage import LeakageError, LeakageReport, leakage_report
 from tasks.quarantine import check_ids_conserved, quarantine_rows
 from tasks.split import GAP, SplitConfig, split_by_config, write_split_manifest
@@ -30,15 +31,15 @@ class SplitOutcome:
 
     def sizes(self) -> dict[str, int]:
         """Rows per split (train, val, test); gap rows are counted by `gap_rows`."""
-        counts = self.data["split"].value_counts()
+        counts = self.data[SPLIT].value_counts()
         return {name: int(counts.get(name, 0)) for name in SPLITS}
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        return {name: self.data[self.data["split"] == name].reset_index(drop=True) for name in SPLITS}
+        return {name: self.data[self.data[SPLIT] == name].reset_index(drop=True) for name in SPLITS}
 
     def gap_rows(self) -> pd.DataFrame:
         """Rows a temporal split left between its splits: in no split, not trained on, not quarantined."""
-        return self.data[self.data["split"] == GAP].reset_index(drop=True)
+        return self.data[self.data[SPLIT] == GAP].reset_index(drop=True)
 
     def summary_markdown(self) -> str:
         sizes = ", ".join(f"{k}: {v}" for k, v in self.sizes().items())
@@ -66,22 +67,22 @@ def split_frame(df: pd.DataFrame, settings: SplitConfig, *, manifest_root: Path)
     result = split_by_config(df, settings)
     splits, folds = result.splits, result.folds
     kept = df.loc[splits.index]
-    data = kept.assign(split=splits.values)
+    data = kept.assign(**{SPLIT: splits.values})
     if folds is not None:
-        data = data.assign(fold=folds.values)
+        data = data.assign(**{FOLD: folds.values})
     copies = describe_copies(df, result.copies, group_col=settings.group_col)
     quarantine = quarantine_rows(
         df.loc[result.copies.index], step=STEP, reason=_copy_reasons(copies, settings.group_col)
     )
     check_ids_conserved(
-        df["item_id"],
+        df[ITEM_ID],
         stage=STEP,
-        **{name: data.loc[data["split"] == name, "item_id"] for name in (*SPLITS, GAP)},
-        quarantined=quarantine["item_id"],
+        **{name: data.loc[data[SPLIT] == name, ITEM_ID] for name in (*SPLITS, GAP)},
+        quarantined=quarantine[ITEM_ID],
     )
     manifest_root.mkdir(parents=True, exist_ok=True)
     staging = manifest_root / "manifest.tmp.parquet"
-    digest = write_split_manifest(kept["item_id"], splits, folds, staging)
+    digest = write_split_manifest(kept[ITEM_ID], splits, folds, staging)
     final = manifest_root / f"{digest[:16]}.parquet"
     staging.replace(final)
     return SplitOutcome(
@@ -96,11 +97,11 @@ def split_frame(df: pd.DataFrame, settings: SplitConfig, *, manifest_root: Path)
 
 def describe_copies(df: pd.DataFrame, copies: pd.DataFrame, *, group_col: str | None) -> pd.DataFrame:
     """The cross-group copies by item id: item_id, group, original, original_group, kind."""
-    ids = df["item_id"].astype(str)
+    ids = df[ITEM_ID].astype(str)
     groups = df[group_col] if group_col is not None else pd.Series(None, index=df.index, dtype=object)
     return pd.DataFrame(
         {
-            "item_id": ids.loc[copies.index].to_numpy(),
+            ITEM_ID: ids.loc[copies.index].to_numpy(),
             "group": groups.loc[copies.index].to_numpy(dtype=object),
             "original": ids.loc[copies["original"]].to_numpy(),
             "original_group": groups.loc[copies["original"]].to_numpy(dtype=object),
@@ -134,7 +135,7 @@ def check_leakage(outcome: SplitOutcome) -> LeakageReport:
     settings = outcome.settings
     return leakage_report(
         outcome.data,
-        outcome.data["split"],
+        outcome.data[SPLIT],
         text_col=settings.text_col,
         group_col=settings.group_col,
         time_col=settings.time_col,

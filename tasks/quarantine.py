@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-QUARANTINE_COLUMNS = ["item_id", "step", "reason", "row"]
+from tasks.columns import ITEM_ID
+
+QUARANTINE_COLUMNS = [ITEM_ID, "step", "reason", "row"]
 
 
 class RowsLostError(RuntimeError):
@@ -45,10 +47,10 @@ def quarantine_rows(rows: pd.DataFrame, *, step: str, reason: str | Sequence[str
     reasons = [reason] * len(rows) if isinstance(reason, str) else list(reason)
     if len(reasons) != len(rows):
         raise ValueError(f"{len(reasons)} reasons for {len(rows)} quarantined rows in step {step!r}")
-    ids = rows["item_id"].astype(str).tolist() if "item_id" in rows.columns else [""] * len(rows)
+    ids = rows[ITEM_ID].astype(str).tolist() if ITEM_ID in rows.columns else [""] * len(rows)
     return pd.DataFrame(
         {
-            "item_id": ids,
+            ITEM_ID: ids,
             "step": [step] * len(rows),
             "reason": [str(r) for r in reasons],
             "row": [_row_json(row) for _, row in rows.iterrows()],
@@ -125,7 +127,7 @@ def merge_quarantine(existing: pd.DataFrame, fresh: pd.DataFrame, *, steps: Coll
     """
     if existing.empty:
         return concat_quarantine([fresh])
-    keep = ~existing["step"].isin(list(steps)) & ~existing["item_id"].isin(fresh["item_id"])
+    keep = ~existing["step"].isin(list(steps)) & ~existing[ITEM_ID].isin(fresh[ITEM_ID])
     return concat_quarantine([fresh, existing[keep]])
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from tasks.columns import ITEM_ID
 from tasks.evaluate import (
     bootstrap_ci,
     confusion_table,
@@ -161,7 +162,7 @@ def account_rows(
         **trainable,
         awaiting=awaiting,
         gap=gap,
-        quarantined=identified["item_id"],
+        quarantined=identified[ITEM_ID],
     )
     return RowAccount(
         rows_in=len(snapshot_ids) + len(quarantine) - len(identified),

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from tasks.columns import ITEM_ID
 from tasks.quarantine import check_ids_conserved, concat_quarantine, quarantine_rows
 
 _ROW_LEVEL_KEY = "row_level"
@@ -185,7 +186,7 @@ def run_suite(df: pd.DataFrame, suite_path: Path, *, gx_root: Path, asset: str, 
             name=name,
             validation_definitions=[definition],
             actions=[UpdateDataDocsAction(name="update_data_docs")],
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["item_id"]},
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ITEM_ID]},
         )
     )
     result = checkpoint.run(batch_parameters={"dataframe": df})
@@ -196,7 +197,7 @@ def run_suite(df: pd.DataFrame, suite_path: Path, *, gx_root: Path, asset: str, 
             if config is None:  # GX fills it for every suite-driven result; guard for the type checker
                 continue
             details = item.result or {}
-            ids = [str(entry["item_id"]) for entry in details.get("unexpected_index_list") or [] if "item_id" in entry]
+            ids = [str(entry[ITEM_ID]) for entry in details.get("unexpected_index_list") or [] if ITEM_ID in entry]
             outcomes.append(
                 ExpectationOutcome(
                     type=config.type,
@@ -226,13 +227,13 @@ def quarantine_row_level(df: pd.DataFrame, outcome: ValidationOutcome) -> tuple[
         if e.row_level and not e.success:
             for item_id in e.unexpected_ids:
                 reasons.setdefault(item_id, []).append(f"failed {e.label}")
-    mask = df["item_id"].astype(str).isin(reasons)
+    mask = df[ITEM_ID].astype(str).isin(reasons)
     bad = df[mask]
     quarantine = quarantine_rows(
-        bad, step=outcome.step, reason=["; ".join(reasons[i]) for i in bad["item_id"].astype(str)]
+        bad, step=outcome.step, reason=["; ".join(reasons[i]) for i in bad[ITEM_ID].astype(str)]
     )
     kept = df[~mask].reset_index(drop=True)
-    check_ids_conserved(df["item_id"], stage=outcome.step, kept=kept["item_id"], quarantined=quarantine["item_id"])
+    check_ids_conserved(df[ITEM_ID], stage=outcome.step, kept=kept[ITEM_ID], quarantined=quarantine[ITEM_ID])
     return kept, quarantine
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.columns import ITEM_ID, PROVENANCE, SOURCE_FILE, SOURCE_ROW
 from tasks.ingest import (
-    PROVENANCE_COLUMNS,
     IngestError,
     OccurrenceCounter,
     SourceConfig,
@@ -24,7 +24,7 @@ TINY_BLOCK = 512  # bytes per CSV batch: every case below spans many batches
 
 def _ids_before_streaming(df: pd.DataFrame) -> pd.Series:
     """The content ids as the first (whole-file) implementation computed them, verbatim."""
-    content = df.drop(columns=[c for c in [*PROVENANCE_COLUMNS, "item_id"] if c in df.columns])
+    content = df.drop(columns=[c for c in [*PROVENANCE, ITEM_ID] if c in df.columns])
     hashed = pd.util.hash_pandas_object(content.astype(str), index=False)
     base = hashed.map(lambda h: f"{int(h):016x}")
     occurrence = base.groupby(base).cumcount()
@@ -37,13 +37,13 @@ def _whole_file_snapshot(paths: list[Path], config: SourceConfig, tmp_path: Path
     for path in paths:
         fmt = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}[path.suffix]
         frame, _ = read_source(path, fmt, config)
-        frame.insert(len(frame.columns), "source_file", path.name)
-        frame.insert(len(frame.columns), "source_row", range(len(frame)))
+        frame.insert(len(frame.columns), SOURCE_FILE, path.name)
+        frame.insert(len(frame.columns), SOURCE_ROW, range(len(frame)))
         frames.append(frame)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-    data.insert(0, "item_id", derive_item_ids(data, id_column=config.id_column, where="reference"))
+    data.insert(0, ITEM_ID, derive_item_ids(data, id_column=config.id_column, where="reference"))
     if not config.id_column:
-        assert data["item_id"].tolist() == _ids_before_streaming(data).tolist()
+        assert data[ITEM_ID].tolist() == _ids_before_streaming(data).tolist()
     target = tmp_path / "reference.parquet"
     data.to_parquet(target, index=False)
     return pd.read_parquet(target)
