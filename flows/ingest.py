@@ -103,7 +103,7 @@ def ingest_flow(
         snapshot = parallel(config_path=str(config.path or config_path), home=str(where.root))
     else:
         snapshot = steps.ingest(config, where)
-    logger.info("snapshot %s: %d rows, %d malformed", *_counts(snapshot))
+    logger.info("snapshot %s: %d rows, %d quarantined", *_counts(snapshot))
 
     # --- raw expectations ------------------------------------------------------------------------------
     raw, raw_outcome = steps.validate_raw(config, where, snapshot)

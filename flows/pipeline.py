@@ -89,7 +89,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     # --- ingest ------------------------------------------------------------------------------------
     snapshot = steps.ingest(config, where)
     steps.name_run(config.name, snapshot.snapshot_id)
-    logger.info("snapshot %s: %d rows, %d malformed", snapshot.snapshot_id, snapshot.rows, snapshot.quarantined)
+    logger.info("snapshot %s: %d rows, %d quarantined", snapshot.snapshot_id, snapshot.rows, snapshot.quarantined)
 
     # --- raw expectations --------------------------------------------------------------------------
     raw, raw_outcome = steps.validate_raw(config, where, snapshot)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.columns import ITEM_ID, PROVENANCE
+from tasks.columns import ITEM_ID, source_columns
 from tasks.quarantine import check_ids_conserved, concat_quarantine, quarantine_rows, summarise_quarantine
 
 _WHITESPACE = re.compile(r"\s+")
@@ -101,7 +101,7 @@ def normalize_text(values: pd.Series) -> pd.Series:
 
 
 def _data_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in (ITEM_ID, *PROVENANCE)]
+    return source_columns(df.columns)
 
 
 def _require(df: pd.DataFrame, column: str, setting: str) -> None:

@@ -2,7 +2,11 @@
 
 The snapshot id is a hash of the source files' bytes and the reader options, so
 ingesting unchanged files again finds the existing snapshot and writes nothing.
-Malformed lines never crash a run: they are quarantined with their text.
+Malformed lines never crash a run: they are quarantined with their text, and so are rows
+whose id (`source.id_column`, or a column named `item_id`) is empty or repeats an earlier
+row's id. A column whose values mix types (numbers in one file, text in another; integers
+and strings in one JSONL column) is stored as text. Source columns may not use sluice's
+reserved prefix (`tasks.columns`).
 
 CSV and Parquet files are streamed: read in batches and appended to the snapshot with a
 `ParquetWriter`, so memory stays at a few batches plus 8 bytes per distinct row (the
@@ -19,7 +23,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +37,25 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from tasks.columns import ITEM_ID, PROVENANCE, SOURCE_FILE, SOURCE_ROW
-from tasks.quarantine import check_conservation, concat_quarantine, quarantine_rows, write_quarantine
+from tasks.columns import (
+    ADDED,
+    ITEM_ID,
+    PROVENANCE,
+    RESERVED_PREFIX,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    reserved_columns,
+    source_columns,
+)
+from tasks.quarantine import (
+    check_conservation,
+    concat_quarantine,
+    empty_quarantine,
+    quarantine_rows,
+    write_quarantine,
+)
 
-SNAPSHOT_FORMAT = 1  # bump when the snapshot layout changes: old ids must not be reused
+SNAPSHOT_FORMAT = 2  # bump when the snapshot layout changes: old ids must not be reused
 _FORMATS = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -115,14 +134,15 @@ class Snapshot:
         lines = [
             f"### Snapshot `{self.snapshot_id}`{' (reused: unchanged sources)' if self.reused else ''}",
             "",
-            f"- rows kept: **{self.rows}**, malformed lines quarantined: **{self.quarantined}**",
+            f"- rows kept: **{self.rows}**, quarantined (malformed lines, empty or repeated ids): "
+            f"**{self.quarantined}**",
             f"- folder: `{self.directory}`",
-            "",
-            "| source file | sha256 | rows | malformed |",
-            "|---|---|---|---|",
         ]
+        text: dict[str, str] = self.manifest.get("text_columns") or {}  # type: ignore[assignment]
+        lines += [f"- column `{c}` stored as text: {why}" for c, why in text.items()]
+        lines += ["", "| source file | sha256 | rows read | quarantined |", "|---|---|---|---|"]
         for f in self.manifest["files"]:  # type: ignore[attr-defined]
-            lines.append(f"| `{f['path']}` | `{f['sha256'][:12]}…` | {f['rows']} | {f['malformed']} |")
+            lines.append(f"| `{f['path']}` | `{f['sha256'][:12]}…` | {f['rows']} | {f['quarantined']} |")
         return "\n".join(lines)
 
 
@@ -166,14 +186,22 @@ def hash_file(path: Path, *, encoding: str | None = "utf-8", chunk_bytes: int = 
     """sha256 of a file's bytes, checking in the same pass that text files decode.
 
     Raises:
-        IngestError: the file is empty or is not valid in `encoding`.
+        IngestError: the file is empty, binary, or not valid in `encoding`.
     """
     digest = hashlib.sha256()
     size = 0
     decoder = codecs.getincrementaldecoder(encoding)() if encoding else None
+    # A NUL byte never occurs in ASCII-compatible text (latin-1 would decode it happily); UTF-16/32 are full of them.
+    nul_is_binary = encoding is not None and not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     with path.open("rb") as handle:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
+            if nul_is_binary and (nul := chunk.find(b"\0")) >= 0:
+                raise IngestError(
+                    f"{path} is a binary file, not text (a NUL byte at offset {size + nul}); point "
+                    "source.path at CSV, JSONL or Parquet files (a Parquet file needs the .parquet extension "
+                    "or source.format: parquet), or set source.encoding if it is UTF-16 text."
+                )
             if decoder is not None:
                 try:
                     decoder.decode(chunk)
@@ -233,7 +261,8 @@ def _read_csv(path: Path, config: SourceConfig) -> tuple[pd.DataFrame, list[str]
     return table.to_pandas(), malformed
 
 
-def _read_jsonl(path: Path, config: SourceConfig) -> tuple[pd.DataFrame, list[str]]:
+def _read_jsonl(path: Path, config: SourceConfig) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The file's records, the text of each malformed line, and the columns stored as text (mixed types)."""
     records: list[dict[str, object]] = []
     malformed: list[str] = []
     with path.open(encoding=config.encoding) as handle:
@@ -251,7 +280,36 @@ def _read_jsonl(path: Path, config: SourceConfig) -> tuple[pd.DataFrame, list[st
                 )
                 continue
             records.append(value)
-    return pd.DataFrame.from_records(records), malformed
+    frame, mixed = _conform_mixed_json(pd.DataFrame.from_records(records))
+    return frame, malformed, mixed
+
+
+def _json_text(value: object) -> str | None:
+    """A value as text: strings as they are, anything else as JSON writes it; a missing value stays missing."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    return pd.Series([_json_text(v) for v in values], index=values.index, dtype="str", name=values.name)
+
+
+def _conform_mixed_json(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """JSON columns whose values fit no one Arrow type (integers and strings, objects and numbers) as text."""
+    mixed = []
+    for name in frame.columns:
+        if frame[name].dtype != object:
+            continue
+        try:
+            pa.array(frame[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            mixed.append(str(name))
+    for name in mixed:
+        frame[name] = _as_text(frame[name])
+    return frame, mixed
 
 
 def read_source(path: Path, fmt: str, config: SourceConfig) -> tuple[pd.DataFrame, list[str]]:
@@ -259,7 +317,8 @@ def read_source(path: Path, fmt: str, config: SourceConfig) -> tuple[pd.DataFram
     if fmt == "csv":
         return _read_csv(path, config)
     if fmt == "jsonl":
-        return _read_jsonl(path, config)
+        frame, malformed, _ = _read_jsonl(path, config)
+        return frame, malformed
     try:
         return pq.read_table(path).to_pandas(), []
     except pa.ArrowInvalid as exc:
@@ -292,11 +351,12 @@ def _format_ids(hashes: np.ndarray, occurrence: np.ndarray) -> pd.Series:
 
 
 def derive_item_ids(df: pd.DataFrame, *, id_column: str | None, where: str) -> pd.Series:
-    """Stable item ids: the id column when given, else a hash of each row's content.
+    """Stable item ids: the id column as text when given, else a hash of each row's content.
 
     Content ids survive reordering and appended files, which keeps Label Studio
     tasks and split manifests stable. Repeated rows get `-1`, `-2`, … suffixes.
-    `ingest_files` computes the same ids batch by batch (see `OccurrenceCounter`).
+    `ingest_files` computes the same ids batch by batch (see `OccurrenceCounter`), and
+    quarantines rows whose id column is empty or repeats an earlier id.
     """
     if id_column:
         if id_column not in df.columns:
@@ -304,21 +364,22 @@ def derive_item_ids(df: pd.DataFrame, *, id_column: str | None, where: str) -> p
                 f'column "{id_column}" (source.id_column) is missing from {where}; '
                 f"available columns: {', '.join(map(str, df.columns))}."
             )
-        ids = df[id_column].astype(str)
-        dup = ids[ids.duplicated()]
-        if not dup.empty:
-            raise _not_unique(id_column, where, dup.size, str(dup.iloc[0]))
-        return ids.rename(ITEM_ID)
+        return values_as_text(df[id_column]).rename(ITEM_ID)
     hashes = _content_hashes(df)
     base = pd.Series(hashes).groupby(hashes).cumcount().to_numpy()
     return _format_ids(hashes, base).set_axis(df.index).rename(ITEM_ID)
 
 
-def _not_unique(id_column: str, where: str, repeats: int, example: str) -> IngestError:
-    return IngestError(
-        f'column "{id_column}" is not unique in {where} ({repeats} repeated ids, e.g. {example!r}); '
-        "fix the ids or remove source.id_column to derive ids from content."
-    )
+def values_as_text(values: pd.Series) -> pd.Series:
+    """A column of ids or labels as text; blank values are missing.
+
+    An integer column with a gap reads as float, so integral floats lose their ".0": 7 is "7", not "7.0".
+    """
+    text = values.astype("str")
+    if pd.api.types.is_float_dtype(values):
+        integral = values.notna() & (values % 1 == 0) & (values.abs() < 2**53)
+        text = text.where(~integral, values[integral].astype("int64").astype("str"))
+    return text.where(values.notna() & text.str.strip().ne(""))
 
 
 class OccurrenceCounter:
@@ -414,6 +475,10 @@ class SourceScan:
     """A few real rows that carry the whole file's pandas dtypes and timestamp precisions."""
     schema: pa.Schema | None = None
     """CSV: the Arrow types the second read uses."""
+    mixed: list[str] = field(default_factory=list)
+    """JSONL: columns whose values mix types within the file, read as text."""
+    block_bytes: int = 0
+    """CSV: the smallest batch size that holds the file's largest row (0: any)."""
 
 
 class _ProbeRows:
@@ -548,7 +613,8 @@ def _scan_csv(path: Path, source: SourceFile, config: SourceConfig, block_bytes:
     names: list[str] = []
     inferred: dict[str, pa.DataType] = {}
     # Ends: each failure moves one column one step along a finite chain that ends at string, which
-    # never fails (a failure on a string column is not a type problem and raises).
+    # never fails (a failure on a string column is not a type problem and raises), or doubles the
+    # batch size, which ends once a batch holds the largest row.
     while True:
         bad: list[str] = []
         options = _csv_options(path, config, block_bytes=block_bytes, column_types=forced, malformed=bad)
@@ -559,6 +625,9 @@ def _scan_csv(path: Path, source: SourceFile, config: SourceConfig, block_bytes:
             for batch in reader:
                 stats.add(batch)
         except pa.ArrowInvalid as exc:
+            if "straddling object" in str(exc):  # one row (a huge cell) spans several batches: read bigger ones
+                block_bytes *= 2
+                continue
             failed = _FAILED_COLUMN.search(str(exc))
             index = int(failed.group(1)) if failed else -1
             if not 0 <= index < len(names) or pa.types.is_string(forced.get(names[index], pa.null())):
@@ -572,6 +641,7 @@ def _scan_csv(path: Path, source: SourceFile, config: SourceConfig, block_bytes:
             malformed=bad,
             probe=_to_pandas(stats.probe()),
             schema=stats.schema,
+            block_bytes=block_bytes,
         )
 
 
@@ -598,29 +668,91 @@ def scan_source(source: SourceFile, config: SourceConfig, block_bytes: int = CSV
     elif source.format == "parquet":
         scan = _scan_parquet(path, source)
     else:
-        frame, malformed = _read_jsonl(path, config)
+        frame, malformed, mixed = _read_jsonl(path, config)
         probe = frame.iloc[_pandas_probe_indices(frame)]
-        scan = SourceScan(source=source, rows=len(frame), malformed=malformed, probe=probe)
+        scan = SourceScan(source=source, rows=len(frame), malformed=malformed, probe=probe, mixed=mixed)
     if scan.rows == 0 and not scan.malformed:
         raise IngestError(f"{path} has no data rows (only a header?); fill it or remove it from source.path.")
     return scan
 
 
-def _iter_frames(scan: SourceScan, config: SourceConfig, block_bytes: int) -> Iterator[pd.DataFrame]:
-    """The file's rows again, batch by batch, with the types the scan settled on."""
+def _iter_frames(
+    scan: SourceScan, config: SourceConfig, block_bytes: int, text: Collection[str] = ()
+) -> Iterator[pd.DataFrame]:
+    """The file's rows again, batch by batch, with the types the scan settled on and `text` columns as text."""
     path = Path(scan.source.path)
     if scan.source.format == "csv":
         assert scan.schema is not None
-        types = {f.name: f.type for f in scan.schema}
-        options = _csv_options(path, config, block_bytes=block_bytes, column_types=types, malformed=None)
+        # A column stored as text is read as text: the values exactly as the file writes them.
+        types = {f.name: pa.string() if f.name in text else f.type for f in scan.schema}
+        block = max(block_bytes, scan.block_bytes)
+        options = _csv_options(path, config, block_bytes=block, column_types=types, malformed=None)
         for batch in pa_csv.open_csv(path, **options):
             yield _to_pandas(pa.Table.from_batches([batch]))
     elif scan.source.format == "parquet":
         parquet = pq.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            yield _to_pandas(pa.Table.from_batches([batch], schema=parquet.schema_arrow))
+            table = pa.Table.from_batches([batch], schema=parquet.schema_arrow)
+            for name in set(text) & set(table.column_names):
+                index = table.column_names.index(name)
+                table = table.set_column(index, name, _arrow_text(table.column(index)))
+            yield _to_pandas(table)
     else:
-        yield _read_jsonl(path, config)[0]
+        frame = _read_jsonl(path, config)[0]
+        for name in set(text) & set(map(str, frame.columns)):
+            if not pd.api.types.is_string_dtype(frame[name]):
+                frame[name] = _as_text(frame[name])
+        yield frame
+
+
+def _arrow_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An Arrow column as text: Arrow's own cast where it has one, else each value as JSON."""
+    try:
+        return column.cast(pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # lists and structs have no cast to string
+        return pa.chunked_array([pa.array([_json_text(v) for v in column.to_pylist()], type=pa.string())])
+
+
+def _value_kind(values: pd.Series) -> str | None:
+    """The kind of a probe column's values (number, text, bool, …), None when it holds only missing values."""
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        zone = getattr(dtype, "tz", None)
+        return f"timestamp ({zone})" if zone else "timestamp"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "duration"
+    present = values.dropna()
+    if present.empty:
+        return None
+    first = present.iloc[0]
+    kinds = {str: "text", bool: "bool", int: "number", float: "number", dict: "object", list: "list"}
+    return kinds.get(type(first), type(first).__name__)
+
+
+def _text_columns(scans: list[SourceScan]) -> dict[str, str]:
+    """Columns to store as text, each with why: their values mix types within a file or between files.
+
+    Without this, pandas would make an object column of numbers and strings that Parquet cannot store
+    (or silently turn `true` into 1 beside integers).
+    """
+    why: dict[str, str] = {}
+    for scan in scans:
+        for name in scan.mixed:
+            why.setdefault(name, f"values of several types in {Path(scan.source.path).name}")
+    kinds: dict[str, dict[str, str]] = {}
+    for scan in scans:
+        for name in scan.probe.columns:
+            kind = _value_kind(scan.probe[name])
+            if kind is not None:
+                kinds.setdefault(str(name), {}).setdefault(kind, Path(scan.source.path).name)
+    for name, seen in kinds.items():
+        if len(seen) > 1:
+            why.setdefault(name, ", ".join(f"{kind} in {file}" for kind, file in seen.items()))
+    return why
 
 
 def _with_provenance(frame: pd.DataFrame, name: str, start: int) -> pd.DataFrame:
@@ -630,9 +762,14 @@ def _with_provenance(frame: pd.DataFrame, name: str, start: int) -> pd.DataFrame
     return frame
 
 
-def _snapshot_layout(scans: list[SourceScan]) -> pd.DataFrame:
+def _snapshot_layout(scans: list[SourceScan], text: Collection[str] = ()) -> pd.DataFrame:
     """The probes concatenated as `pd.concat` would concatenate the whole files: dtypes and column order."""
-    probes = [_with_provenance(s.probe, Path(s.source.path).name, 0) for s in scans]
+    probes = []
+    for scan in scans:
+        probe = scan.probe.copy(deep=False)
+        for name in set(text) & set(map(str, probe.columns)):
+            probe[name] = _as_text(probe[name])
+        probes.append(_with_provenance(probe, Path(scan.source.path).name, 0))
     return pd.concat(probes, ignore_index=True) if len(probes) > 1 else probes[0].reset_index(drop=True)
 
 
@@ -647,64 +784,193 @@ def _conform(frame: pd.DataFrame, layout: pd.DataFrame) -> pd.DataFrame:
 
 
 def _arrow_schema(layout: pd.DataFrame, where: str) -> pa.Schema:
-    with_id = layout.copy(deep=False)
+    # The id goes first, as text; a source column named item_id is the id, so it moves there.
+    with_id = layout.drop(columns=[ITEM_ID], errors="ignore")
     with_id.insert(0, ITEM_ID, pd.Series(["0" * 16] * len(layout), dtype="str"))
     try:
         return pa.Schema.from_pandas(with_id, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise IngestError(
-            f"{where} cannot be stored as Parquet ({exc}); a column probably holds numbers in one file and "
-            "text in another: make the files agree on each column's type."
+            f"{where} cannot be stored as Parquet ({exc}); make the files agree on each column's type."
         ) from exc
+
+
+def _id_column(scans: list[SourceScan], config: SourceConfig) -> str | None:
+    """The column that holds the ids (None: content ids), after checking the source's column names.
+
+    Raises:
+        IngestError: a column uses the reserved prefix, `item_id` clashes with `source.id_column`,
+            or a file lacks the id column.
+    """
+    for scan in scans:
+        if reserved := reserved_columns(scan.probe.columns):
+            names = ", ".join(f'"{c}"' for c in reserved)
+            raise IngestError(
+                f"{scan.source.path} has column {names}, but names starting with {RESERVED_PREFIX!r} are "
+                f"reserved for the columns sluice adds ({', '.join(ADDED[1:])}); rename it in the file "
+                f'(e.g. "{reserved[0].removeprefix(RESERVED_PREFIX)}").'
+            )
+    with_item_id = [s.source.path for s in scans if ITEM_ID in s.probe.columns]
+    if config.id_column and config.id_column != ITEM_ID and with_item_id:
+        raise IngestError(
+            f'{", ".join(with_item_id)} has a column "{ITEM_ID}", which is sluice\'s id column, but '
+            f'source.id_column is "{config.id_column}". Either remove source.id_column (or set it to '
+            f"{ITEM_ID}) to use the {ITEM_ID} column as the id, or rename the {ITEM_ID} column in the file "
+            f'to keep "{config.id_column}" as the id.'
+        )
+    column = config.id_column or (ITEM_ID if with_item_id else None)
+    for scan in scans:
+        if column and scan.rows and column not in scan.probe.columns:
+            setting = "source.id_column" if config.id_column else f"sluice's id column, found in {with_item_id[0]}"
+            raise IngestError(
+                f'column "{column}" ({setting}) is missing from {scan.source.path}; available columns: '
+                f"{', '.join(map(str, scan.probe.columns))}. Give every file the id column, or "
+                + ("remove source.id_column" if config.id_column else f"rename {ITEM_ID} in the files")
+                + " to derive ids from content."
+            )
+    return column
+
+
+class _IdFilter:
+    """Rows whose id is empty or repeats an earlier row's id leave the stream for quarantine.
+
+    Repeats are found with an `OccurrenceCounter` (bounded memory); the first row of each repeated id is
+    looked up in the written snapshot afterwards, so each quarantined copy can name it.
+    """
+
+    def __init__(self, column: str, *, configured: bool) -> None:
+        self.column = column
+        self._setting = "source.id_column" if configured else "sluice's id column"
+        self._fix = "remove source.id_column" if configured else f"rename the {ITEM_ID} column"
+        self._counter = OccurrenceCounter()
+        self._missing: list[pd.DataFrame] = []
+        self._repeated: list[pd.DataFrame] = []
+
+    def keep(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The batch with its ids first (as text), less the rows with no id or an id seen before."""
+        ids = values_as_text(frame[self.column])
+        missing = ids.isna().to_numpy()
+        occurrence = np.zeros(len(frame), dtype=np.int64)
+        occurrence[~missing] = self._counter.occurrences(
+            pd.util.hash_pandas_object(ids[~missing], index=False).to_numpy()
+        )
+        frame = frame.drop(columns=[ITEM_ID], errors="ignore")
+        frame.insert(0, ITEM_ID, ids)
+        if missing.any():
+            self._missing.append(frame[missing])
+        if (occurrence > 0).any():
+            self._repeated.append(frame[occurrence > 0])
+        return frame[~missing & (occurrence == 0)]
+
+    def quarantine(self, data_path: Path) -> pd.DataFrame:
+        """The rows left out, each with a reason that names the column, the first row with its id, and the fix."""
+        if not self._missing and not self._repeated:
+            return empty_quarantine()
+        missing = pd.concat(self._missing, ignore_index=True) if self._missing else pd.DataFrame()
+        repeated = pd.concat(self._repeated, ignore_index=True) if self._repeated else pd.DataFrame({ITEM_ID: []})
+        first = _first_rows(data_path, set(repeated[ITEM_ID]))
+        where = f'column "{self.column}" ({self._setting})'
+        return concat_quarantine(
+            [
+                quarantine_rows(
+                    missing,
+                    step="ingest",
+                    reason=f"no id: {where} is empty in this row; give every row an id, or {self._fix} to derive ids "
+                    "from content",
+                ),
+                quarantine_rows(
+                    repeated,
+                    step="ingest",
+                    reason=[
+                        f'repeated id "{i}" in {where}: first seen in {first.get(i, "an earlier row")}, which is '
+                        f"kept; give each row its own id, or {self._fix} to derive ids from content"
+                        for i in repeated[ITEM_ID]
+                    ],
+                ),
+            ]
+        )
+
+    def rejected_per_file(self) -> dict[str, int]:
+        """Rows left out, per source file name."""
+        counts: dict[str, int] = {}
+        for frame in [*self._missing, *self._repeated]:
+            for name, n in frame[SOURCE_FILE].value_counts().items():
+                counts[str(name)] = counts.get(str(name), 0) + int(n)
+        return counts
+
+
+def _first_rows(data_path: Path, ids: set[str]) -> dict[str, str]:
+    """Where each of `ids` sits in a written snapshot (file and row), read a few columns and a batch at a time."""
+    if not ids:
+        return {}
+    wanted = pa.array(sorted(ids), type=pa.string())
+    found: dict[str, str] = {}
+    for batch in pq.ParquetFile(data_path).iter_batches(columns=[ITEM_ID, *PROVENANCE]):
+        hits = batch.filter(pc.is_in(batch.column(0), value_set=wanted))
+        for item, file, row in zip(*(hits.column(i).to_pylist() for i in range(3)), strict=True):
+            found[item] = f"{file} data row {row + 1} ({SOURCE_ROW} {row})"
+    return found
+
+
+@dataclass
+class _Written:
+    columns: list[str]
+    rows: int
+    quarantine: pd.DataFrame
+    text_columns: dict[str, str]
+    rejected_per_file: dict[str, int]
 
 
 def _write_snapshot_data(
     scans: list[SourceScan], target: Path, config: SourceConfig, *, where: str, block_bytes: int
-) -> list[str]:
-    """Stream every file into `target` with item ids; returns the snapshot's columns.
+) -> _Written:
+    """Stream every file into `target` with item ids; rows with an empty or repeated id go to quarantine.
 
     Raises:
-        IngestError: id column missing or not unique, a file changed between the two reads.
+        IngestError: a reserved or missing column name, a file that changed between the two reads.
     """
-    layout = _snapshot_layout(scans)
-    if config.id_column and config.id_column not in layout.columns:
-        raise IngestError(
-            f'column "{config.id_column}" (source.id_column) is missing from {where}; '
-            f"available columns: {', '.join(map(str, layout.columns))}."
-        )
+    id_column = _id_column(scans, config)
+    text = _text_columns(scans)
+    layout = _snapshot_layout(scans, text)
     schema = _arrow_schema(layout, where)
     temporal = any(
         pd.api.types.is_datetime64_any_dtype(t) or pd.api.types.is_timedelta64_dtype(t) for t in layout.dtypes
     )
     context = layout if temporal else None
     counter = OccurrenceCounter()
-    repeated, example = 0, ""
+    ids = _IdFilter(id_column, configured=bool(config.id_column)) if id_column else None
+    kept = 0
     with pq.ParquetWriter(target, schema) as writer:
         for scan in scans:
             name, start = Path(scan.source.path).name, 0
-            for batch in _iter_frames(scan, config, block_bytes):
+            for batch in _iter_frames(scan, config, block_bytes, text):
                 frame = _conform(_with_provenance(batch, name, start), layout)
                 start += len(frame)
-                if config.id_column:
-                    ids = frame[config.id_column].astype(str)
-                    occurrence = counter.occurrences(pd.util.hash_pandas_object(ids, index=False).to_numpy())
-                    if repeated == 0 and (occurrence > 0).any():
-                        example = str(ids.iloc[int(np.argmax(occurrence > 0))])
-                    repeated += int((occurrence > 0).sum())
-                    item_ids = ids
+                if ids is not None:
+                    frame = ids.keep(frame)
                 else:
                     hashes = _content_hashes(frame, context)
-                    item_ids = _format_ids(hashes, counter.occurrences(hashes))
-                frame.insert(0, ITEM_ID, item_ids.set_axis(frame.index))
-                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                    frame.insert(0, ITEM_ID, _format_ids(hashes, counter.occurrences(hashes)).set_axis(frame.index))
+                kept += len(frame)
+                try:
+                    writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    raise IngestError(
+                        f"{scan.source.path} cannot be stored as Parquet ({exc}); make its values of each "
+                        "column one type."
+                    ) from exc
             if start != scan.rows:
                 raise IngestError(
                     f"{scan.source.path} changed while it was ingested ({scan.rows} rows, then {start}); "
                     "ingest again once it is fully written."
                 )
-    if repeated:
-        raise _not_unique(str(config.id_column), where, repeated, example)
-    return [ITEM_ID, *map(str, layout.columns)]
+    return _Written(
+        columns=[ITEM_ID, *(str(c) for c in layout.columns if c != ITEM_ID)],
+        rows=kept,
+        quarantine=ids.quarantine(target) if ids is not None else empty_quarantine(),
+        text_columns=text,
+        rejected_per_file=ids.rejected_per_file() if ids is not None else {},
+    )
 
 
 def describe_source(path: Path, config: SourceConfig) -> SourceFile:
@@ -729,20 +995,34 @@ def find_snapshot(files: list[SourceFile], *, snapshot_root: Path, config: Sourc
     return Snapshot(snapshot_id, manifest_path.parent, json.loads(manifest_path.read_text()), reused=True)
 
 
+def _file_entry(scan: SourceScan, rejected: int) -> dict[str, object]:
+    """A source file's manifest entry: where it came from, its hash, rows read and rows quarantined."""
+    return {
+        "path": scan.source.path,
+        "sha256": scan.source.sha256,
+        "bytes": scan.source.bytes,
+        "format": scan.source.format,
+        "rows": scan.rows,
+        "malformed": len(scan.malformed),
+        "quarantined": len(scan.malformed) + rejected,
+        "schema": {str(c): str(t) for c, t in scan.probe.dtypes.items()},
+    }
+
+
 def write_snapshot(
     scans: list[SourceScan], *, snapshot_root: Path, config: SourceConfig, block_bytes: int = CSV_BLOCK_BYTES
 ) -> Snapshot:
     """Second read of every scanned file, in order, streamed into a new snapshot folder (or the existing one).
 
     Raises:
-        IngestError: an id column is missing or repeated, or a file changed since its scan.
+        IngestError: a reserved or missing column name, or a file changed since its scan.
     """
     files = [scan.source for scan in scans]
     existing = find_snapshot(files, snapshot_root=snapshot_root, config=config)
     if existing is not None:
         return existing
     snapshot_id = snapshot_id_for(files, config)
-    quarantines = [
+    malformed = [
         quarantine_rows(
             pd.DataFrame({SOURCE_FILE: [Path(s.source.path).name] * len(s.malformed), "line": s.malformed}),
             step="ingest",
@@ -750,38 +1030,27 @@ def write_snapshot(
         )
         for s in scans
     ]
-    file_entries: list[dict[str, object]] = [
-        {
-            "path": s.source.path,
-            "sha256": s.source.sha256,
-            "bytes": s.source.bytes,
-            "format": s.source.format,
-            "rows": s.rows,
-            "malformed": len(s.malformed),
-            "schema": {str(c): str(t) for c, t in s.probe.dtypes.items() if c not in PROVENANCE},
-        }
-        for s in scans
-    ]
-    quarantine = concat_quarantine(quarantines)
-    rows = sum(s.rows for s in scans)
-    check_conservation(sum(s.rows + len(s.malformed) for s in scans), rows, len(quarantine), stage="ingest")
 
     # Write into a temporary folder and rename: a crash never leaves a half snapshot behind.
     directory = snapshot_root / snapshot_id
     staging = snapshot_root / f".{snapshot_id}.tmp-{os.getpid()}-{id(scans):x}"
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        columns = _write_snapshot_data(
+        written = _write_snapshot_data(
             scans, staging / "data.parquet", config, where=f"snapshot {snapshot_id}", block_bytes=block_bytes
         )
+        quarantine = concat_quarantine([*malformed, written.quarantine])
+        rows_in = sum(s.rows + len(s.malformed) for s in scans)
+        check_conservation(rows_in, written.rows, len(quarantine), stage="ingest")
         write_quarantine(quarantine, staging / "quarantine.parquet")
         manifest: dict[str, object] = {
             "snapshot_id": snapshot_id,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "rows": rows,
+            "rows": written.rows,
             "quarantined": len(quarantine),
-            "columns": columns,
-            "files": file_entries,
+            "columns": written.columns,
+            "text_columns": written.text_columns,
+            "files": [_file_entry(s, written.rejected_per_file.get(Path(s.source.path).name, 0)) for s in scans],
             "reader": config.model_dump(exclude={"path"}),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -825,7 +1094,7 @@ def check_columns(df: pd.DataFrame, required: dict[str, str | None], *, where: s
     Args:
         required: role -> column name (None entries are skipped), e.g. {"text": "review"}.
     """
-    available = [str(c) for c in df.columns if c not in PROVENANCE and c != ITEM_ID]
+    available = source_columns(df.columns)
     for role, column in required.items():
         if column and column not in df.columns:
             raise IngestError(

@@ -1,9 +1,10 @@
 """Labels: the boundary where training labels enter, from a source column or from annotation.
 
-Both sources give the same thing to the split stage: the clean rows with a `label`
-column holding one of the configured classes. Rows whose label is outside the
-classes are quarantined; rows still waiting for annotators are kept aside, counted,
-and not trained on.
+Both sources give the same thing to the split stage: the clean rows with a
+`sluice_label` column (`tasks.columns.LABEL`) holding one of the configured classes; the
+source's own columns, a column named `label` included, keep their values. Rows whose label
+is outside the classes are quarantined; rows still waiting for annotators are kept aside,
+counted, and not trained on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.columns import ITEM_ID, LABEL
+from tasks.ingest import values_as_text
 from tasks.quarantine import check_ids_conserved, quarantine_rows, summarise_quarantine
 
 
@@ -44,7 +46,7 @@ class LabelError(ValueError):
 @dataclass
 class LabelOutcome:
     data: pd.DataFrame
-    """Rows with a `label` in the classes: what the split stage receives."""
+    """Rows with a training label (`LABEL`) in the classes: what the split stage receives."""
     quarantine: pd.DataFrame
     awaiting: pd.DataFrame
     """Rows with no label yet (annotation still in progress): kept aside, not lost."""
@@ -71,14 +73,18 @@ class LabelOutcome:
 
 def _split_by_class(df: pd.DataFrame, labels: pd.Series, classes: list[str], source: str) -> LabelOutcome:
     rows_in = len(df)
-    labels = labels.astype("str").where(labels.notna())
+    labels = values_as_text(labels)  # 1 and 1.0 (an integer column with a gap) both mean class "1"
     awaiting_mask = labels.isna()
     outside = ~awaiting_mask & ~labels.isin(classes)
     bad = df[outside]
     quarantine = quarantine_rows(
         bad,
         step="labels",
-        reason=[f'label "{v}" is not one of the classes {", ".join(classes)}' for v in labels[outside]],
+        reason=[
+            f'label "{v}" ({source}) is not one of the classes {", ".join(classes)}; fix the row, '
+            "or add the class to labels.classes"
+            for v in labels[outside]
+        ],
     )
     keep = ~awaiting_mask & ~outside
     data = df[keep].assign(**{LABEL: labels[keep]}).reset_index(drop=True)
@@ -101,8 +107,7 @@ def labels_from_column(df: pd.DataFrame, config: LabelsConfig) -> LabelOutcome:
             f'label column "{column}" (labels.column) is missing from the clean data; available columns: '
             f"{', '.join(map(str, df.columns))}."
         )
-    data = df.drop(columns=[LABEL]) if column != LABEL and LABEL in df.columns else df
-    return _split_by_class(data, df[column], config.classes, source=f"column {column}")
+    return _split_by_class(df, df[column], config.classes, source=f"column {column}")
 
 
 def labels_from_annotation(df: pd.DataFrame, consensus: pd.DataFrame, config: LabelsConfig) -> LabelOutcome:
@@ -110,6 +115,4 @@ def labels_from_annotation(df: pd.DataFrame, consensus: pd.DataFrame, config: La
     if not {ITEM_ID, "label"} <= set(consensus.columns):
         raise LabelError("the consensus label table needs columns item_id and label; rerun the annotation flow.")
     by_id = consensus.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)["label"]
-    labels = df[ITEM_ID].map(by_id)
-    data = df.drop(columns=[LABEL]) if LABEL in df.columns else df
-    return _split_by_class(data, labels, config.classes, source="annotation consensus")
+    return _split_by_class(df, df[ITEM_ID].map(by_id), config.classes, source="annotation consensus")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from sluice.config import ConfigError, parse_config
+from tasks.columns import LABEL
 
 
 def _raw(**sections: Any) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def test_a_group_split_needs_only_columns_group(tmp_path: Path) -> None:
         base_dir=tmp_path,
     )
     split = config.split
-    assert (split.group_col, split.text_col, split.feature_cols, split.label_col) == ("user", "body", ("n",), "label")
+    assert (split.group_col, split.text_col, split.feature_cols, split.label_col) == ("user", "body", ("n",), LABEL)
     # The dumped config reads back the same (a Prefect deployment passes it as a dict).
     again = parse_config(config.model_dump(mode="json"), base_dir=tmp_path)
     assert again.split == split and again.columns == config.columns

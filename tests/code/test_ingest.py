@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tasks.columns import ITEM_ID
 from tasks.ingest import IngestError, SourceConfig, check_columns, ingest_files, resolve_sources
 
 
@@ -80,12 +81,20 @@ def test_jsonl_and_parquet_sources(tmp_path: Path) -> None:
     assert snapshot.quarantined == 2  # "not json" and the JSON array
 
 
-def test_id_column_is_used_and_must_be_unique(tmp_path: Path) -> None:
+def test_id_column_is_used_and_repeated_ids_are_quarantined(tmp_path: Path) -> None:
     _write(tmp_path / "a.csv", "id,text\n7,a\n8,b\n")
-    assert _ingest(tmp_path, "a.csv", id_column="id").load()["item_id"].tolist() == ["7", "8"]
-    _write(tmp_path / "b.csv", "id,text\n7,a\n7,b\n")
-    with pytest.raises(IngestError, match=r'column "id" is not unique'):
-        _ingest(tmp_path, "b.csv", id_column="id")
+    assert _ingest(tmp_path, "a.csv", id_column="id").load()[ITEM_ID].tolist() == ["7", "8"]
+    _write(tmp_path / "b.csv", "id,text\n7,a\n7,b\n,c\n")
+    snapshot = _ingest(tmp_path, "b.csv", id_column="id")
+    assert snapshot.load()["text"].tolist() == ["a"]
+    quarantine = snapshot.load_quarantine().set_index("reason")
+    assert snapshot.rows + snapshot.quarantined == 3
+    assert [r for r in quarantine.index if "repeated" in r] == [
+        'repeated id "7" in column "id" (source.id_column): first seen in b.csv data row 1 '
+        "(sluice_source_row 0), which is kept; give each row its own id, or remove source.id_column to derive "
+        "ids from content"
+    ]
+    assert any(r.startswith('no id: column "id" (source.id_column) is empty') for r in quarantine.index)
 
 
 @pytest.mark.parametrize(

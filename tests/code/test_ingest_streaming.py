@@ -11,7 +11,6 @@ import pytest
 
 from tasks.columns import ITEM_ID, PROVENANCE, SOURCE_FILE, SOURCE_ROW
 from tasks.ingest import (
-    IngestError,
     OccurrenceCounter,
     SourceConfig,
     derive_item_ids,
@@ -122,13 +121,18 @@ def test_files_with_different_columns_and_formats_match_one_concatenated_read(tm
     assert snapshot.rows == 151 + 151 + 20 + 31 and snapshot.quarantined == 1
 
 
-def test_id_column_must_be_unique_across_batches(tmp_path: Path) -> None:
+def test_repeated_ids_across_batches_are_quarantined_naming_the_first(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text("id,text\n" + _rows(300, "{i},row {i}\n") + "5,again\n299,again\n")
     config = SourceConfig(path=str(path), id_column="id")
-    with pytest.raises(IngestError, match=r'column "id" is not unique .*\(2 repeated ids, e\.g\. \'5\'\)'):
-        ingest_files([path], snapshot_root=tmp_path / "snap", config=config, block_bytes=TINY_BLOCK)
-    assert not list((tmp_path / "snap").glob(".*tmp*")), "a failed ingest left its staging folder behind"
+    snapshot = ingest_files([path], snapshot_root=tmp_path / "snap", config=config, block_bytes=TINY_BLOCK)
+    assert snapshot.load()[ITEM_ID].tolist() == [str(i) for i in range(300)]
+    quarantine = snapshot.load_quarantine()
+    assert quarantine[ITEM_ID].tolist() == ["5", "299"]
+    first = r"first seen in data\.csv data row (?:6|300) \(sluice_source_row (?:5|299)\), which is kept"
+    assert quarantine["reason"].str.contains(first).all()
+    assert snapshot.manifest["files"][0]["quarantined"] == 2  # type: ignore[index]
+    assert not list((tmp_path / "snap").glob(".*tmp*")), "ingest left its staging folder behind"
 
 
 def test_a_changed_reader_option_is_a_different_snapshot_but_block_size_is_not(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ def test_column_labels_quarantine_unknown_and_hold_missing() -> None:
     assert outcome.data[LABEL].tolist() == ["fresh", "rotten"]
     assert outcome.awaiting[ITEM_ID].tolist() == ["c"]
     assert outcome.quarantine[ITEM_ID].tolist() == ["b"]
-    assert 'label "plot" is not one of the classes fresh, rotten' in outcome.quarantine["reason"].iloc[0]
+    reason = outcome.quarantine["reason"].iloc[0]
+    assert 'label "plot" (column category) is not one of the classes fresh, rotten' in reason
     assert len(outcome.data) + len(outcome.awaiting) + len(outcome.quarantine) == 4
 
 

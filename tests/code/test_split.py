@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from tasks.columns import SPLIT
 from tasks.partition import check_leakage, split_frame
 from tasks.split import (
     SplitConfig,
@@ -427,7 +428,7 @@ def test_split_frame_keeps_temporal_gap_rows_apart_and_accounts_for_them(tmp_pat
     settings = SplitConfig(strategy="temporal", time_col="day", gap="3D")
     outcome = split_frame(df, settings, manifest_root=tmp_path)
     gap = outcome.gap_rows()
-    assert len(gap) == 6 and set(gap["split"]) == {"gap"}
+    assert len(gap) == 6 and set(gap[SPLIT]) == {"gap"}
     assert sum(outcome.sizes().values()) + len(gap) == len(df)
     assert "gap" not in outcome.sizes()
-    assert all(len(frame) and "gap" not in set(frame["split"]) for frame in outcome.frames().values())
+    assert all(len(frame) and "gap" not in set(frame[SPLIT]) for frame in outcome.frames().values())

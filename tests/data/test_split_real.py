@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.columns import SPLIT
 from tasks.demo_data import rotten_tomatoes_frame
 from tasks.leakage import leakage_report
 from tasks.neardup import normalize_text
@@ -185,7 +186,7 @@ def test_reposts_under_other_movies_are_quarantined_instead_of_joining_every_mov
 
     outcome = split_frame(df, settings, manifest_root=tmp_path)
     kept = outcome.data.set_index(outcome.data.index)
-    split = kept["split"]
+    split = kept[SPLIT]
     assert len(kept) + len(outcome.quarantine) == len(df)
     assert (split.groupby(kept["movie_name"]).nunique() == 1).all()  # no movie crosses splits
     shares = split.value_counts(normalize=True)

@@ -11,6 +11,7 @@ import pytest
 
 from sluice.cli import format_summary
 from sluice.home import Home
+from tasks.columns import SPLIT
 from tasks.leakage import LeakageError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -66,7 +67,7 @@ def test_temporal_run_accounts_for_gap_rows_and_quarantines_cross_movie_reposts(
 
     # Gap rows are neither trained on nor lost: their own file under the home, and a line in the summary.
     gap = pd.read_parquet(result["gap_path"])
-    assert len(gap) == rows["gap"] and set(gap["split"]) == {"gap"}
+    assert len(gap) == rows["gap"] and set(gap[SPLIT]) == {"gap"}
     assert Path(result["gap_path"]).is_relative_to(home.root)
     assert f"gap: {rows['gap']} rows between the temporal splits" in format_summary(result, prefect_url=None)
 
