@@ -334,6 +334,11 @@ def test_files_that_disagree_on_a_type_store_it_as_the_files_text(tmp_path: Path
     assert data["votes"].tolist()[:3] == ["7", "12", "many"] and pd.isna(data.loc["d", "votes"])
     assert data.loc[["e", "f"], "votes"].tolist() == ["007", "1.50"]  # a CSV column stored as text is the file's text
     assert "number in a.parquet" in run.snapshot.manifest["text_columns"]["votes"]  # type: ignore[index]
+    # still a content hash: the same files and options give the same id and the same rows
+    config = SourceConfig(path="raw")
+    again = ingest_files(resolve_sources("raw", base_dir=tmp_path), snapshot_root=tmp_path / "again", config=config)
+    assert again.snapshot_id == run.snapshot.snapshot_id
+    pd.testing.assert_frame_equal(again.load(), run.snapshot.load())
 
 
 # --- names: a source column named like one of sluice's keeps its name and values ----------------------------

@@ -74,20 +74,31 @@ def test_pipeline_keeps_columns_named_like_sluices_and_accounts_for_planted_rows
             {"item_id": 2000, "text": "an unknown label", "label": "meh", "split": "x", "source_file": "y"},
         ]
     )
-    path = tmp_path / "reviews.csv"
-    pd.concat([reviews, planted]).to_csv(path, index=False)
-    path.write_text(path.read_text() + "a malformed line\n")
+    (tmp_path / "raw").mkdir()
+    pd.concat([reviews, planted]).to_csv(tmp_path / "raw" / "reviews.csv", index=False)
+    with (tmp_path / "raw" / "reviews.csv").open("a") as handle:
+        handle.write("a malformed line\n")
+    # A second export as JSONL whose labels mix integers and strings, reusing an id of the first file.
+    more = [
+        {"item_id": 3000, "text": "a label given as a number", "label": 1, "split": "x", "source_file": "z"},
+        {"item_id": 3001, "text": "a plain rotten review", "label": "rotten", "split": "late", "source_file": "z"},
+        {"item_id": 1005, "text": "an id the CSV already used", "label": "rotten", "split": "x", "source_file": "z"},
+    ]
+    (tmp_path / "raw" / "update.jsonl").write_text("".join(json.dumps(r) + "\n" for r in more))
     home = Home.resolve(tmp_path / "home")
 
-    result = pipeline(config_path=str(_config(tmp_path, {"path": str(path)}, "bad-input-names")), home=str(home.root))
+    config = _config(tmp_path, {"path": str(tmp_path / "raw")}, "bad-input-names")
+    result = pipeline(config_path=str(config), home=str(home.root))
 
     rows = result["rows"]
-    assert rows["rows_in"] == 243 == rows["trainable"] + rows["awaiting"] + rows["quarantined_total"]
-    assert rows["trainable"] == 240 and rows["quarantined"] == {"ingest": 2, "labels": 1}
+    assert rows["rows_in"] == 246 == rows["trainable"] + rows["awaiting"] + rows["quarantined_total"]
+    assert rows["trainable"] == 241 and rows["quarantined"] == {"ingest": 3, "labels": 2}
     reasons = pd.read_parquet(result["quarantine_path"]).set_index(ITEM_ID)["reason"]
     assert reasons["1003"].startswith('repeated id "1003" in column "item_id"')
     assert "first seen in reviews.csv data row 4" in reasons["1003"]
+    assert "first seen in reviews.csv data row 6" in reasons["1005"]
     assert reasons["2000"].startswith('label "meh" (column label) is not one of the classes fresh, rotten')
+    assert reasons["3000"].startswith('label "1" (column label) is not one of the classes')
     assert reasons[""].startswith("malformed line: expected 5 fields, found 1: a malformed line")
 
     # the training data logged to MLflow carries the user's columns with their values beside sluice's label
@@ -95,7 +106,8 @@ def test_pipeline_keeps_columns_named_like_sluices_and_accounts_for_planted_rows
     (train_input,) = [d for d in run.inputs.dataset_inputs if d.tags[0].value == "train"]
     logged = {c["name"] for c in json.loads(train_input.dataset.schema)["mlflow_colspec"]}
     assert {ITEM_ID, "text", "label", "split", "source_file", LABEL} <= logged and SPLIT not in logged
-    expected = reviews.assign(item_id=reviews["item_id"].astype(str)).set_index(ITEM_ID)
+    kept = pd.concat([reviews, pd.DataFrame(more[1:2])], ignore_index=True)
+    expected = kept.assign(item_id=kept["item_id"].astype(str)).set_index(ITEM_ID)
     sizes = 0
     for context in ("train", "val", "test"):
         frame = pd.read_parquet(Path(result["run_dir"]) / "pending" / f"dataset_{context}.parquet").set_index(ITEM_ID)
