@@ -39,7 +39,7 @@ def _config(tmp_path: Path, source: dict[str, object], model_name: str) -> Path:
 
 
 def _reviews(n: int) -> pd.DataFrame:
-    """Reviews whose own columns are named like sluice's: item_id, label, split, source_file."""
+    """Reviews whose own columns are named like sluice's: item_id, label, split, fold, source_file, source_row."""
     rows = []
     for i in range(n):
         fresh = i % 2 == 0
@@ -50,7 +50,9 @@ def _reviews(n: int) -> pd.DataFrame:
                 "text": f"review {i}: {words[i % 6]} and {words[(i // 2) % 6]}, {words[(i // 3) % 6]} overall",
                 "label": "fresh" if fresh else "rotten",
                 "split": "holdout" if i % 5 == 0 else "train",  # the exporter's own split, not sluice's
+                "fold": i % 4,
                 "source_file": f"export-{i % 3}.csv",
+                "source_row": 7 * i,
             }
         )
     return pd.DataFrame(rows)
@@ -62,27 +64,21 @@ def test_pipeline_keeps_columns_named_like_sluices_and_accounts_for_planted_rows
     from flows.pipeline import pipeline
 
     reviews = _reviews(240)
-    planted = pd.DataFrame(
-        [
-            {
-                "item_id": 1003,
-                "text": "a re-export under a used id",
-                "label": "fresh",
-                "split": "x",
-                "source_file": "y",
-            },
-            {"item_id": 2000, "text": "an unknown label", "label": "meh", "split": "x", "source_file": "y"},
-        ]
-    )
+
+    def planted(item_id: int, text: str, label: object, split: str = "x") -> dict[str, object]:
+        own = {"split": split, "fold": 0, "source_file": "y", "source_row": 0}
+        return {"item_id": item_id, "text": text, "label": label, **own}
+
+    bad_rows = [planted(1003, "a re-export under a used id", "fresh"), planted(2000, "an unknown label", "meh")]
     (tmp_path / "raw").mkdir()
-    pd.concat([reviews, planted]).to_csv(tmp_path / "raw" / "reviews.csv", index=False)
+    pd.concat([reviews, pd.DataFrame(bad_rows)]).to_csv(tmp_path / "raw" / "reviews.csv", index=False)
     with (tmp_path / "raw" / "reviews.csv").open("a") as handle:
         handle.write("a malformed line\n")
     # A second export as JSONL whose labels mix integers and strings, reusing an id of the first file.
     more = [
-        {"item_id": 3000, "text": "a label given as a number", "label": 1, "split": "x", "source_file": "z"},
-        {"item_id": 3001, "text": "a plain rotten review", "label": "rotten", "split": "late", "source_file": "z"},
-        {"item_id": 1005, "text": "an id the CSV already used", "label": "rotten", "split": "x", "source_file": "z"},
+        planted(3000, "a label given as a number", 1),
+        planted(3001, "a plain rotten review", "rotten", split="late") | {"source_file": "z", "source_row": 1},
+        planted(1005, "an id the CSV already used", "rotten"),
     ]
     (tmp_path / "raw" / "update.jsonl").write_text("".join(json.dumps(r) + "\n" for r in more))
     home = Home.resolve(tmp_path / "home")
@@ -99,7 +95,7 @@ def test_pipeline_keeps_columns_named_like_sluices_and_accounts_for_planted_rows
     assert "first seen in reviews.csv data row 6" in reasons["1005"]
     assert reasons["2000"].startswith('label "meh" (column label) is not one of the classes fresh, rotten')
     assert reasons["3000"].startswith('label "1" (column label) is not one of the classes')
-    assert reasons[""].startswith("malformed line: expected 5 fields, found 1: a malformed line")
+    assert reasons[""].startswith("malformed line: expected 7 fields, found 1: a malformed line")
 
     # the training data logged to MLflow carries the user's columns with their values beside sluice's label
     run = mlflow.MlflowClient(tracking_uri=mlflow_store).get_run(result["run_id"])
@@ -112,7 +108,7 @@ def test_pipeline_keeps_columns_named_like_sluices_and_accounts_for_planted_rows
     for context in ("train", "val", "test"):
         frame = pd.read_parquet(Path(result["run_dir"]) / "pending" / f"dataset_{context}.parquet").set_index(ITEM_ID)
         sizes += len(frame)
-        for column in ("split", "source_file", "label"):
+        for column in ("split", "fold", "source_file", "source_row", "label"):
             assert frame[column].equals(expected.loc[frame.index, column]), (context, column)
         assert frame[LABEL].equals(frame["label"])
     assert sizes == rows["trainable"] == sum(result["split_sizes"].values())
