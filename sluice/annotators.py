@@ -107,25 +107,27 @@ def add_annotator(session: AdminSession, email: str, *, new_password: bool = Fal
     return password
 
 
-def list_annotators(session: AdminSession) -> pd.DataFrame:
-    """Each person's progress: tasks done and skipped per project, last annotation, last activity."""
+def list_annotators(session: AdminSession, *, project_id: int | None = None) -> pd.DataFrame:
+    """Each person's progress: tasks done and skipped per project (or one project), last annotation, activity."""
     client = session.client
     admin_id = int(client.whoami()["id"])
     accounts = pd.DataFrame(
         [vars(a) for a in client.list_accounts() if a.id != admin_id],
         columns=["id", "email", "removed", "last_activity"],
     ).rename(columns={"id": "user_id"})
-    logs = [client.annotation_log(pid).assign(project=title) for pid, title in client.list_projects().items()]
+    logs = [client.annotation_log(pid).assign(project=title) for pid, title in _projects(client, project_id).items()]
     log = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()
     return summarise_progress(log, accounts)
 
 
-def remove_annotator(session: AdminSession, email: str, *, lock_out: bool = True, count: bool = True) -> Removal:
+def remove_annotator(
+    session: AdminSession, email: str, *, lock_out: bool = True, count: bool = True, project_id: int | None = None
+) -> Removal:
     """Take a person out of the labelling stream; their annotations stay (and are counted here).
 
     On the home's own server `lock_out` also replaces their password and rotates their API
     token, so they can no longer sign in; elsewhere only the organisation membership ends.
-    `count` reads every project's export to count what they did (skip it when that is known).
+    `count` reads every project's export (or `project_id`'s) to count what they did.
 
     Raises:
         AnnotatorError: no active account has that email, or it is the admin the pipeline uses.
@@ -139,8 +141,8 @@ def remove_annotator(session: AdminSession, email: str, *, lock_out: bool = True
     if account.id == int(client.whoami()["id"]):
         raise AnnotatorError(f"{email} is the admin account the pipeline uses; it cannot be removed")
     counts: dict[str, int] = {}
-    for project_id, title in client.list_projects().items() if count else ():
-        log = client.annotation_log(project_id)
+    for pid, title in _projects(client, project_id).items() if count else ():
+        log = client.annotation_log(pid)
         done = int(((log["user_id"] == account.id) & ~log["cancelled"]).sum())
         if done:
             counts[title] = done
@@ -154,6 +156,15 @@ def remove_annotator(session: AdminSession, email: str, *, lock_out: bool = True
             them.rotate_own_token()
         locked_out = True
     return Removal(email=account.email, user_id=account.id, annotations=counts, locked_out=locked_out)
+
+
+def _projects(client: LabelStudioClient, project_id: int | None) -> dict[int, str]:
+    projects = client.list_projects()
+    if project_id is None:
+        return projects
+    if project_id not in projects:
+        raise AnnotatorError(f"Label Studio at {client.url} has no project {project_id}; projects: {sorted(projects)}")
+    return {project_id: projects[project_id]}
 
 
 def _active_account(client: LabelStudioClient, email: str) -> Account | None:

@@ -25,9 +25,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add = actions.add_parser("add", help="create an account and print its password once")
     add.add_argument("email")
     add.add_argument("--new-password", action="store_true", help="the account exists: give it a new password")
-    actions.add_parser("list", help="each person's progress: tasks done per project, last activity")
+    listing = actions.add_parser("list", help="each person's progress: tasks done per project, last activity")
+    listing.add_argument("--project", type=int, default=None, help="one project id (default: every project)")
     remove = actions.add_parser("remove", help="take a person out of the labelling stream (annotations stay)")
     remove.add_argument("email")
+    remove.add_argument("--project", type=int, default=None, help="count their annotations in this project only")
     remove.add_argument(
         "--keep-login", action="store_true", help="only end the membership; leave their password and API token"
     )
@@ -75,10 +77,10 @@ def _add(session: AdminSession, email: str, new_password: bool) -> None:
     _say(f"  change; `sluice annotators add {email} --new-password` makes a new one.")
 
 
-def _list(session: AdminSession) -> None:
+def _list(session: AdminSession, project_id: int | None) -> None:
     from sluice.annotators import list_annotators
 
-    table = list_annotators(session)
+    table = list_annotators(session, project_id=project_id)
     if table.empty:
         _say("sluice: no annotator accounts yet; `sluice annotators invite` prints the sign-up link")
         return
@@ -89,10 +91,10 @@ def _list(session: AdminSession) -> None:
     _say(shown.to_string(index=False))
 
 
-def _remove(session: AdminSession, email: str, keep_login: bool) -> None:
+def _remove(session: AdminSession, email: str, keep_login: bool, project_id: int | None) -> None:
     from sluice.annotators import remove_annotator
 
-    removal = remove_annotator(session, email, lock_out=not keep_login)
+    removal = remove_annotator(session, email, lock_out=not keep_login, project_id=project_id)
     _say(f"sluice: {removal.email} is out of the labelling stream (organisation membership ended)")
     if removal.locked_out:
         _say("  their password was replaced and their API token rotated: they can no longer sign in")
@@ -122,9 +124,9 @@ def handle(args: argparse.Namespace, home: Home) -> int | None:
             elif action == "add":
                 _add(session, args.email, args.new_password)
             elif action == "list":
-                _list(session)
+                _list(session, args.project)
             else:
-                _remove(session, args.email, args.keep_login)
+                _remove(session, args.email, args.keep_login, args.project)
         finally:
             session.close()
     except (AnnotatorError, LabelStudioError, LabelStudioServerError) as exc:
