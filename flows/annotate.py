@@ -34,11 +34,10 @@ from tasks.annotations import (
     AnnotationConfig,
     SyncedAnnotations,
     compute_coverage,
-    interleave_gold,
     load_export,
     load_gold,
     parse_with_gold,
-    plan_gold,
+    plan_stream,
     reopen_overlaps,
 )
 from tasks.consensus import AgreementGateError, ConsensusResult, GateDecision, check_agreement_gate, consensus_labels
@@ -229,17 +228,14 @@ def sync_out(
         description="Items the annotators disagreed on: pick the final label.",
     )
     text_col = str(config.columns.text)
-    present = client.list_tasks(project_id)
-    fresh = items[~items["item_id"].astype(str).isin(present)]
-    gold_now = pd.DataFrame(columns=["item_id", text_col, "label"])
-    if gold is not None:
-        gold_ids = set(gold["item_id"].astype(str))
-        user_items = len(set(present) - gold_ids) + len(fresh)
-        gold_now = plan_gold(gold, user_items=user_items, imported=gold_ids & set(present), rate=annotation.gold_rate)
+    stream, gold_now = plan_stream(
+        items, client.list_tasks(project_id), gold, rate=annotation.gold_rate, text_col=text_col
+    )
+    fresh = items[items["item_id"].astype(str).isin(set(stream["item_id"].astype(str)))]
     payloads = _simulated_payloads(config, client, label_config, fresh, gold_now) if annotation.simulate else None
     result = client.import_items(
         project_id,
-        interleave_gold(fresh[["item_id", text_col]], gold_now),
+        stream,
         text_col,
         batch_size=annotation.batch_size,
         predictions=suggestions,
@@ -248,14 +244,9 @@ def sync_out(
     )
     if gold is not None:
         # Set again on every sync: changing the project's overlap resets every task's own.
-        tasks = client.list_tasks(project_id)
-        client.set_task_overlap(
-            {
-                tid: GOLD_OVERLAP
-                for item, (tid, overlap) in tasks.items()
-                if item in gold_ids and overlap != GOLD_OVERLAP
-            }
-        )
+        gold_ids = set(gold["item_id"].astype(str))
+        tasks = client.list_tasks(project_id).items()
+        client.reopen_tasks({t: GOLD_OVERLAP for i, (t, n) in tasks if i in gold_ids and n != GOLD_OVERLAP})
     return project_id, review_id, result
 
 
@@ -318,7 +309,7 @@ def exclude_annotators(
     wanted = reopen_overlaps(
         export, synced.excluded, overlap=_annotation_config(config).overlap, skip_items=synced.gold_item_ids()
     )
-    client.set_task_overlap({tid: n for tid, n in wanted.items() if current.get(tid) != n})
+    client.reopen_tasks({tid: n for tid, n in wanted.items() if current.get(tid) != n})
     return removed
 
 

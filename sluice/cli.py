@@ -86,6 +86,8 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
                 f"{annotation['adjudicated']} adjudicated, {annotation['review_queue']} in the review queue "
                 f"(project {annotation['review_project_id']})"
             )
+        for name, why in (annotation.get("excluded_annotators") or {}).items():
+            lines.append(f"              excluded: {name}: {why}")
     if result.get("status") == "waiting":
         lines.append(
             "  waiting     annotation coverage is not reached yet: nothing was trained. Annotate in Label "

@@ -111,7 +111,7 @@ def handle(args: argparse.Namespace, home: Home) -> int | None:
     # Before Prefect is imported (the token may sit in a Prefect Secret block): settings point at the home.
     for key, value in home.service_env().items():
         os.environ.setdefault(key, value)
-    from sluice.annotators import AnnotatorError
+    from sluice.annotators import AdminSession, AnnotatorError
     from sluice.labelstudio import LabelStudioError
     from sluice.labelstudio_server import LabelStudioServerError, LabelStudioSettings
 

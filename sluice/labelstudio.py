@@ -466,14 +466,16 @@ class LabelStudioClient:
         self._call(self._sdk.projects.update, id=project_id, model_version=model_version)
         return len(request)
 
-    def set_task_overlap(self, task_overlaps: Mapping[int, int]) -> int:
-        """Give tasks their own overlap (the stream serves each to that many annotators); returns how many.
+    def reopen_tasks(self, task_overlaps: Mapping[int, int]) -> int:
+        """Give tasks more annotator slots (their own overlap) and put them back in the stream; returns how many.
 
-        Measured: a task's overlap survives later imports, but changing the project's
+        Measured: Label Studio keeps a task's `is_labeled` as it was when its overlap rises, so a
+        finished task is not served again unless that flag is cleared too (the next annotation
+        recomputes it). A task's overlap survives later imports, but changing the project's
         `maximum_annotations` resets every task above 1 (so callers set it again each sync).
         """
         for task_id, overlap in task_overlaps.items():
-            self._raw("PATCH", f"/api/tasks/{task_id}", json_body={"overlap": int(overlap)})
+            self._raw("PATCH", f"/api/tasks/{task_id}", json_body={"overlap": int(overlap), "is_labeled": False})
         return len(task_overlaps)
 
     # -- export ---------------------------------------------------------------

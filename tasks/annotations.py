@@ -355,6 +355,34 @@ def plan_gold(gold: pd.DataFrame, *, user_items: int, imported: Collection[str],
     return gold[~done].head(max(0, target - int(done.sum()))).reset_index(drop=True)
 
 
+def plan_stream(
+    items: pd.DataFrame,
+    present: Collection[str],
+    gold: pd.DataFrame | None,
+    *,
+    rate: float,
+    text_col: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What to import now, in stream order: items not in the project yet, gold spread among them; and that gold.
+
+    Args:
+        present: item ids already in the project (the user's and gold alike).
+    """
+    fresh = items.loc[~items["item_id"].astype(str).isin(set(present)), ["item_id", text_col]]
+    if gold is None:
+        return fresh.reset_index(drop=True), pd.DataFrame(columns=["item_id", text_col, "label"])
+    gold_ids = set(gold["item_id"].astype(str))
+    clash = sorted(gold_ids & set(items["item_id"].astype(str)))
+    if clash:
+        raise GoldFileError(
+            f"gold items {clash[:5]} have the ids of the user's own rows; gold items must not be your data: "
+            "drop them from the gold file or give them other item_id values"
+        )
+    user_items = len(set(present) - gold_ids) + len(fresh)
+    gold_now = plan_gold(gold, user_items=user_items, imported=gold_ids & set(present), rate=rate)
+    return interleave_gold(fresh, gold_now), gold_now
+
+
 def interleave_gold(items: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
     """Items and gold items in one stream order, gold spread evenly (Label Studio serves tasks in import order)."""
     n, g = len(items), len(gold)

@@ -126,7 +126,8 @@ def plot_annotator_telemetry(table: pd.DataFrame, path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colours = table["status"].map({"active": "tab:blue", "excluded": "tab:red", "removed": "tab:grey"})
-    sizes = 30.0 + 170.0 * table["items_done"] / max(int(table["items_done"].max() or 1), 1)
+    most = int(table["items_done"].max()) if len(table) else 1  # an empty table still gets its (empty) plot
+    sizes = 30.0 + 170.0 * table["items_done"] / max(most, 1)
     ax.scatter(table["median_lead_time_s"], table["quality_score"], s=sizes, c=colours.fillna("tab:blue"), alpha=0.8)
     shown = table.dropna(subset=["median_lead_time_s", "quality_score"])
     for name, done, x, y in shown[["annotator", "items_done", "median_lead_time_s", "quality_score"]].itertuples(

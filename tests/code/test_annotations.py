@@ -22,6 +22,7 @@ from tasks.annotations import (
     parse_export,
     parse_with_gold,
     plan_gold,
+    plan_stream,
     reopen_overlaps,
     summarise_progress,
 )
@@ -344,3 +345,14 @@ def test_progress_names_removed_people_from_their_annotations() -> None:
         ("bob@x", "p1"): ("removed", 1, 0),
     }
     assert table["status"].tolist()[-1] == "removed"  # active people first
+
+
+def test_the_stream_gets_only_new_items_and_refuses_gold_that_is_the_users_data() -> None:
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(18)], "text": "y", "extra": 1})
+    gold = pd.DataFrame({"item_id": ["g0", "g1", "g2"], "text": "x", "label": "fresh"})
+    stream, gold_now = plan_stream(items, ["i0", "i1"], gold, rate=0.1, text_col="text")
+    assert list(stream.columns) == ["item_id", "text"]
+    assert gold_now["item_id"].tolist() == ["g0", "g1"]  # ceil(0.1 * 18 / 0.9) = 2
+    assert set(stream["item_id"]) == {f"i{i}" for i in range(2, 18)} | {"g0", "g1"}
+    with pytest.raises(GoldFileError, match=r"gold items \['i3'\] have the ids of the user's own rows"):
+        plan_stream(items, [], gold.assign(item_id=["g0", "i3", "g2"]), rate=0.1, text_col="text")

@@ -76,3 +76,12 @@ def test_telemetry_plot_is_written(tmp_path: Path) -> None:
     )
     path = plot_annotator_telemetry(table, tmp_path / "plots" / "annotators.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
+
+
+def test_no_annotations_yet_gives_an_empty_table_and_plot(tmp_path: Path) -> None:
+    empty = pd.DataFrame(columns=["item_id", "annotator", "label", "lead_time"])
+    table = annotator_telemetry(
+        empty, pd.DataFrame(columns=["annotator", "agreement", "kappa"]), score_gold(empty, empty)
+    )
+    assert table.empty and list(table.columns) == TELEMETRY_COLUMNS
+    assert plot_annotator_telemetry(table, tmp_path / "empty.png").is_file()

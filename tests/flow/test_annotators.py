@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -35,7 +36,13 @@ def sign_up(link: str, email: str, password: str) -> int:
 
 
 def _cli(capsys: pytest.CaptureFixture[str], home: Home, *args: str) -> tuple[int, str, str]:
-    code = main(["--home", str(home.root), *args])
+    """`sluice --home HOME ARGS` in this process; the environment it sets for itself is undone after."""
+    saved = dict(os.environ)
+    try:
+        code = main(["--home", str(home.root), *args])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -135,7 +142,7 @@ def test_gold_catches_a_careless_annotator(
     tag = uuid.uuid4().hex[:6]
     careless = f"chidi-{tag}@sluice.local"
     config = make_config(
-        demo__rows=236,  # 80 review snippets after the 156 plot summaries are quarantined
+        demo__rows=256,  # 100 review snippets after the 156 plot summaries are quarantined
         labels__source="annotation",
         labels__column="category",
         annotation__label_config=str(REPO / "label_config" / "text_classification.xml"),
@@ -155,11 +162,11 @@ def test_gold_catches_a_careless_annotator(
     assert list(first["excluded_annotators"]) == [careless]
     assert "below consensus.min_gold_accuracy 80%" in first["excluded_annotators"][careless]
     assert first["status"] == "waiting" and first["coverage"] == 0.0  # every item had them: all reopened
-    assert first["gold_items"] == 30 and first["counts"]["excluded"] == 80
+    assert first["gold_items"] == 30 and first["counts"]["excluded"] == 100
     assert careless not in {a.email for a in labelstudio_client.list_accounts() if not a.removed}
     tasks = labelstudio_client.list_tasks(first["project_id"])
     gold_ids = set(pd.read_csv(tmp_path / "gold.csv").pipe(lambda f: f["text"]).map(_gold_id))
-    assert sum(1 for item in tasks if item in gold_ids) == 9  # ceil(0.1 * 80 / 0.9): a tenth of the stream
+    assert sum(1 for item in tasks if item in gold_ids) == 12  # ceil(0.1 * 100 / 0.9): a tenth of the stream
     assert {overlap for item, (_, overlap) in tasks.items() if item not in gold_ids} == {4}
 
     # A new annotator works through their own stream, as a person does: the reopened items and the gold.
@@ -172,14 +179,14 @@ def test_gold_catches_a_careless_annotator(
         use_labelstudio.url, read_user_token(use_labelstudio.data_dir, f"dana-{tag}@sluice.local")
     ) as dana:
         done = label_stream(dana, first["project_id"], reference, classes=CLASSES, build_result=config_xml.build_result)
-    assert len(done) == 80 + 9
+    assert len(done) == 100 + 12
 
     # Then the pipeline trains on consensus without them; gold items never reach the splits or the row account.
     result = pipeline(config_path=str(config), home=str(home.root))
     annotation = result["annotation"]
     assert annotation["status"] == "ready" and annotation["coverage"] == 1.0
     rows = result["rows"]
-    assert rows["rows_in"] == 236 == rows["trainable"] + rows["awaiting"] + rows["quarantined_total"]
+    assert rows["rows_in"] == 256 == rows["trainable"] + rows["awaiting"] + rows["quarantined_total"]
     manifest = pd.read_parquet(home.splits / f"{result['split_manifest_hash'][:16]}.parquet")
     assert not set(manifest["item_id"].astype(str)) & gold_ids
     report = (home.labels / f"gold-{tag}" / "agreement.md").read_text()

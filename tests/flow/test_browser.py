@@ -101,7 +101,13 @@ def _label_all(page: Page, url: str, project_id: int, choose: Callable[[str], st
 
 
 def _cli(capsys: pytest.CaptureFixture[str], home: Home, *args: str) -> str:
-    assert main(["--home", str(home.root), *args]) == 0
+    """`sluice --home HOME ARGS` in this process; the environment it sets for itself is undone after."""
+    saved = dict(os.environ)
+    try:
+        assert main(["--home", str(home.root), *args]) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return capsys.readouterr().out
 
 
