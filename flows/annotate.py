@@ -232,7 +232,8 @@ def sync_out(
         items, client.list_tasks(project_id), gold, rate=annotation.gold_rate, text_col=text_col
     )
     fresh = items[items["item_id"].astype(str).isin(set(stream["item_id"].astype(str)))]
-    payloads = _simulated_payloads(config, client, label_config, fresh, gold_now) if annotation.simulate else None
+    simulate = annotation.simulate and not stream.empty
+    payloads = _simulated_payloads(config, client, label_config, fresh, gold_now) if simulate else None
     result = client.import_items(
         project_id,
         stream,

@@ -166,7 +166,16 @@ class LabelStudioClient:
         for name in names:
             email = name if "@" in name else f"{name}@{email_domain}"
             if email.lower() not in existing:
-                user = self._call(self._sdk.users.create, username=email.split("@")[0], email=email)
+                try:
+                    user = self._call(self._sdk.users.create, username=email.split("@")[0], email=email)
+                except LabelStudioError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+                    # Listed users hide removed members' emails ("Deleted"), but the address stays taken.
+                    raise LabelStudioError(
+                        f"{email} was removed from the Label Studio organisation and Community cannot bring them "
+                        "back; take them out of the list of annotators, or use another address"
+                    ) from None
                 existing[email.lower()] = int(user.id)
             ids[name] = existing[email.lower()]
         return ids
