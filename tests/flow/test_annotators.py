@@ -140,15 +140,16 @@ def test_gold_catches_a_careless_annotator(
     gold = corpus.iloc[4000:4030][["text", "category"]].rename(columns={"category": "label"})
     gold.to_csv(tmp_path / "gold.csv", index=False)
     tag = uuid.uuid4().hex[:6]
-    careless = f"chidi-{tag}@sluice.local"
+    careless = f"chidi-{tag}@sluice.local"  # the simulator names them chidi-<tag>: MLflow params take no "@"
     config = make_config(
         demo__rows=256,  # 100 review snippets after the 156 plot summaries are quarantined
+        columns__group=None,  # those 100 come from three movies: too few groups for three splits
         labels__source="annotation",
         labels__column="category",
         annotation__label_config=str(REPO / "label_config" / "text_classification.xml"),
         annotation__project_identifier=f"gold-{tag}",
         annotation__simulate=True,
-        annotation__simulator={"annotators": {"alice": 0.02, "bruno": 0.04, careless: 0.5}, "seed": 7},
+        annotation__simulator={"annotators": {"alice": 0.02, "bruno": 0.04, f"chidi-{tag}": 0.5}, "seed": 7},
         annotation__gold=str(tmp_path / "gold.csv"),
         annotation__gold_rate=0.1,
         consensus__min_gold_accuracy=0.8,
