@@ -196,8 +196,8 @@ def test_gold_catches_a_careless_annotator(
     assert metrics["annotator_alice_sluice.local_gold_accuracy"] >= 0.8
     assert metrics[f"annotator_chidi-{tag}_sluice.local_gold_accuracy"] < 0.8
     assert metrics["annotators_excluded"] == 1.0
-    artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri=mlflow_store).list_artifacts(result["run_id"])}
-    assert "annotator_telemetry.png" in artifacts
+    reports = mlflow.MlflowClient(tracking_uri=mlflow_store).list_artifacts(result["run_id"], "reports")
+    assert {"reports/annotator_telemetry.png", "reports/annotator_telemetry.csv"} <= {a.path for a in reports}
 
 
 def _gold_id(text: str) -> str:
