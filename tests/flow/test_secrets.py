@@ -179,6 +179,7 @@ def test_the_pipeline_leaks_no_token(
         annotation__label_config=str(Path(__file__).resolve().parents[2] / "label_config" / "text_classification.xml"),
         annotation__project_identifier=f"secrets-{uuid.uuid4().hex[:8]}",
         annotation__simulate=True,
+        annotation__simulator={"annotators": {"alice": 0.02, "bruno": 0.04, "chidi": 0.12}, "seed": 3},
         consensus__min_item_agreement=0.7,
         train__epochs=2,
         registry__model_name="rt-secrets-test",
