@@ -10,14 +10,15 @@ PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 STAMP      := $(VENV)/.sluice-installed
 LS_STAMP   := $(LS_VENV)/.sluice-installed
+CHROMIUM   ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: demo test install labelstudio lint format ui serve stop clean-home bench
+.PHONY: demo test install labelstudio browser lint format ui serve stop clean-home bench
 
 demo: install labelstudio
 	$(VENV)/bin/sluice demo
 
-test: install labelstudio lint
+test: install labelstudio browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -43,6 +44,14 @@ $(LS_STAMP): requirements-labelstudio.lock
 	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LS_VENV)/bin/python -m pip install --quiet -r requirements-labelstudio.lock
 	@touch $@
+
+# The browser test drives Debian's chromium through Playwright (Playwright downloads no browser of its own).
+# Installed when missing; where apt-get cannot do it, the browser test skips and says why.
+browser:
+	@test -x $(CHROMIUM) || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+		( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver ) \
+		|| echo "sluice: could not install chromium with apt-get: the browser test will skip"; }
 
 lint: install
 	$(VENV)/bin/ruff check .

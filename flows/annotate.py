@@ -3,13 +3,16 @@
 `annotation_sync` is its own flow (a scheduled deployment polls it); the pipeline runs the same
 stage through `annotate_items` when `labels.source` is `annotation`. While coverage is short it
 stops cleanly and reports progress; training starts only once the agreement gate passes.
+
+Gold items (`annotation.gold`) are mixed into the stream; an annotator who fails them is left out of
+consensus, taken out of the stream, and the items they labelled are reopened for someone else.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +24,29 @@ from prefect.deployments import run_deployment
 
 from flows import steps
 from sluice import fingerprint, tracking
+from sluice.annotators import AdminSession, AnnotatorError, remove_annotator
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
 from sluice.labelstudio import ImportResult, LabelStudioClient
-from sluice.labelstudio_server import ensure_server
-from tasks.agreement import AgreementReport, agreement_report, plot_kappa_heatmap
-from tasks.annotations import AnnotationConfig, ParsedExport, compute_coverage, load_export, parse_export
+from sluice.labelstudio_server import URL_ENV_VAR, ensure_server, is_home_server
+from tasks.agreement import AgreementReport, agreement_report, annotator_agreement, plot_kappa_heatmap
+from tasks.annotations import (
+    AnnotationConfig,
+    SyncedAnnotations,
+    compute_coverage,
+    load_export,
+    load_gold,
+    parse_with_gold,
+    plan_stream,
+    reopen_overlaps,
+)
 from tasks.consensus import AgreementGateError, ConsensusResult, GateDecision, check_agreement_gate, consensus_labels
 from tasks.label_config import LabelConfig, build_review_config, load_label_config
 from tasks.simulate import build_annotation_payloads, simulate_annotations
+from tasks.telemetry import annotator_telemetry, plot_annotator_telemetry, telemetry_markdown
 
-URL_ENV_VAR = "SLUICE_LABEL_STUDIO_URL"  # an existing server; otherwise sluice starts its own on loopback
+# Every annotator is served every gold item: a per-task overlap far above any team's size.
+GOLD_OVERLAP = 1000
 
 
 @dataclass
@@ -50,6 +65,10 @@ class AnnotationOutcome:
     consensus: ConsensusResult | None = None
     heatmap: Path | None = None
     noisiest: str | None = None
+    telemetry: pd.DataFrame | None = None
+    telemetry_plot: Path | None = None
+    excluded: dict[str, str] = field(default_factory=dict)
+    gold_items: int = 0
 
     def consensus_frame(self) -> pd.DataFrame:
         if self.consensus is None:
@@ -70,6 +89,8 @@ class AnnotationOutcome:
             "review_queue": None if self.consensus is None else self.consensus.n_queued,
             "noisiest_annotator": self.noisiest,
             "low_agreement_annotators": [] if self.decision is None else self.decision.low_agreement_annotators,
+            "gold_items": self.gold_items,
+            "excluded_annotators": dict(self.excluded),
         }
 
 
@@ -127,6 +148,62 @@ def champion_suggestions(config: PipelineConfig, tracking_uri: str, items: pd.Da
     )
 
 
+@task(name="gold-items")
+def check_gold(config: PipelineConfig) -> pd.DataFrame | None:
+    """The gold items with their known labels (annotation.gold), checked; None when there are none."""
+    annotation = _annotation_config(config)
+    if annotation.gold is None:
+        return None
+    return load_gold(
+        config.resolve_path(annotation.gold), text_col=str(config.columns.text), classes=config.labels.classes
+    )
+
+
+def _simulated_payloads(
+    config: PipelineConfig,
+    client: LabelStudioClient,
+    label_config: LabelConfig,
+    items: pd.DataFrame,
+    gold: pd.DataFrame,
+) -> dict[Any, list[dict[str, Any]]]:
+    """Demo annotators' labels, imported inline in bulk: items from the held-back column, gold from its file."""
+    annotation = _annotation_config(config)
+    simulator = annotation.simulator
+    reference = config.labels.column
+    if not reference or reference not in items.columns:
+        raise ValueError(
+            "annotation.simulate needs the reference labels: set labels.column to the held-back label column."
+        )
+    frames = [
+        simulate_annotations(
+            items[["item_id", reference]].rename(columns={reference: "label"}),
+            simulator.annotators,
+            config.labels.classes,
+            overlap=annotation.overlap,
+            seed=simulator.seed,
+            mean_lead_time_s=simulator.mean_lead_time_s,
+        )
+    ]
+    if not gold.empty:  # every annotator answers every gold item, as the stream serves them
+        frames.append(
+            simulate_annotations(
+                gold[["item_id", "label"]],
+                simulator.annotators,
+                config.labels.classes,
+                overlap=len(simulator.annotators),
+                seed=simulator.seed + 1,
+                mean_lead_time_s=simulator.mean_lead_time_s,
+            )
+        )
+    return build_annotation_payloads(
+        pd.concat(frames, ignore_index=True),
+        client.ensure_users(list(simulator.annotators)),
+        from_name=label_config.control_name,
+        to_name=label_config.to_name,
+        result_type=label_config.result_type,
+    )
+
+
 @task(name="sync-out", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800)
 def sync_out(
     config: PipelineConfig,
@@ -135,8 +212,9 @@ def sync_out(
     label_config: LabelConfig,
     items: pd.DataFrame,
     suggestions: pd.DataFrame | None,
+    gold: pd.DataFrame | None,
 ) -> tuple[int, int, ImportResult]:
-    """Create or reuse the project and its review project; import the items not imported yet."""
+    """Create or reuse the project and its review project; import new items with gold mixed in at gold_rate."""
     annotation = _annotation_config(config)
     client = _client(config, home, url)
     project_id = client.ensure_project(
@@ -149,70 +227,125 @@ def sync_out(
         1,
         description="Items the annotators disagreed on: pick the final label.",
     )
-    payloads = None
-    if annotation.simulate:
-        # Demo annotators: labels drawn from the held-back reference column, imported inline in bulk.
-        reference = config.labels.column
-        if not reference or reference not in items.columns:
-            raise ValueError(
-                "annotation.simulate needs the reference labels: set labels.column to the held-back label column."
-            )
-        simulated = simulate_annotations(
-            items[["item_id", reference]].rename(columns={reference: "label"}),
-            annotation.simulator.annotators,
-            config.labels.classes,
-            overlap=annotation.overlap,
-            seed=annotation.simulator.seed,
-            mean_lead_time_s=annotation.simulator.mean_lead_time_s,
-        )
-        users = client.ensure_users(list(annotation.simulator.annotators))
-        payloads = build_annotation_payloads(
-            simulated,
-            users,
-            from_name=label_config.control_name,
-            to_name=label_config.to_name,
-            result_type=label_config.result_type,
-        )
+    text_col = str(config.columns.text)
+    stream, gold_now = plan_stream(
+        items, client.list_tasks(project_id), gold, rate=annotation.gold_rate, text_col=text_col
+    )
+    fresh = items[items["item_id"].astype(str).isin(set(stream["item_id"].astype(str)))]
+    simulate = annotation.simulate and not stream.empty
+    payloads = _simulated_payloads(config, client, label_config, fresh, gold_now) if simulate else None
     result = client.import_items(
         project_id,
-        items,
-        str(config.columns.text),
+        stream,
+        text_col,
         batch_size=annotation.batch_size,
         predictions=suggestions,
         annotations=payloads,
         data_key=label_config.data_key,
     )
+    if gold is not None:
+        # Set again on every sync: changing the project's overlap resets every task's own.
+        gold_ids = set(gold["item_id"].astype(str))
+        tasks = client.list_tasks(project_id).items()
+        client.reopen_tasks({t: GOLD_OVERLAP for i, (t, n) in tasks if i in gold_ids and n != GOLD_OVERLAP})
     return project_id, review_id, result
 
 
 @task(name="sync-in", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800)
 def sync_in(
     config: PipelineConfig, home: Home, url: str, project_id: int, review_id: int
-) -> tuple[Path, str, ParsedExport, pd.DataFrame]:
-    """A snapshot export kept under the home with its hash, parsed; plus the reviewers' decisions."""
+) -> tuple[Path, str, list[dict[str, Any]], dict[int, str], pd.DataFrame]:
+    """A snapshot export kept under the home with its hash, the user names, and the reviewers' decisions."""
     annotation = _annotation_config(config)
     client = _client(config, home, url)
     path, digest = client.export_snapshot(project_id, _folder(home, annotation) / "exports")
-    parsed = parse_export(
-        load_export(path, expected_sha256=digest),
-        classes=config.labels.classes,
-        overlap=annotation.overlap,
-        user_names=client.user_names(),
-    )
     adjudicated = client.fetch_adjudications(review_id) if client.progress(review_id).annotations else None
-    return path, digest, parsed, adjudicated if adjudicated is not None else pd.DataFrame()
+    export = load_export(path, expected_sha256=digest)
+    return path, digest, export, client.user_names(), adjudicated if adjudicated is not None else pd.DataFrame()
+
+
+@task(name="parse-annotations")
+def parse_annotations(
+    config: PipelineConfig, export: list[dict[str, Any]], user_names: dict[int, str], gold: pd.DataFrame | None
+) -> SyncedAnnotations:
+    """The export's annotations of the user's items and of gold items; annotators who fail gold are excluded."""
+    synced = parse_with_gold(
+        export,
+        classes=config.labels.classes,
+        overlap=_annotation_config(config).overlap,
+        gold=gold,
+        consensus=config.consensus,
+        user_names=user_names,
+    )
+    if synced.excluded:
+        create_markdown_artifact(
+            key=steps.artifact_key(config.name, "excluded-annotators"),
+            markdown="### Annotators left out of consensus\n\n"
+            + "\n".join(f"- {name}: {why}" for name, why in synced.excluded.items()),
+            description="Annotators under consensus.min_gold_accuracy: excluded and taken out of the stream",
+        )
+    return synced
+
+
+@task(name="exclude-annotators", retries=2, retry_delay_seconds=[5, 15])
+def exclude_annotators(
+    config: PipelineConfig,
+    home: Home,
+    url: str,
+    project_id: int,
+    export: list[dict[str, Any]],
+    synced: SyncedAnnotations,
+) -> list[str]:
+    """Take excluded annotators out of the stream and reopen their items for others; returns who was removed now."""
+    client = _client(config, home, url)
+    session = AdminSession(client, config.labelstudio, home, local=is_home_server(home, url))
+    removed = []
+    for name in synced.excluded:
+        try:
+            remove_annotator(session, name, count=False)
+            removed.append(name)
+        except AnnotatorError:  # out of the stream already (an earlier sync removed them)
+            pass
+    current = {tid: overlap for tid, overlap in client.list_tasks(project_id).values()}
+    wanted = reopen_overlaps(
+        export, synced.excluded, overlap=_annotation_config(config).overlap, skip_items=synced.gold_item_ids()
+    )
+    client.reopen_tasks({tid: n for tid, n in wanted.items() if current.get(tid) != n})
+    return removed
+
+
+@task(name="annotator-telemetry")
+def report_annotators(config: PipelineConfig, folder: Path, synced: SyncedAnnotations) -> tuple[pd.DataFrame, Path]:
+    """Per annotator: items done, median seconds per item, gold accuracy, kappa, quality; a table and a plot."""
+    table = annotator_telemetry(
+        synced.all_annotations(),
+        annotator_agreement(synced.everyone.annotations[["item_id", "annotator", "label"]]),
+        synced.gold_scores,
+        excluded=synced.excluded,
+    )
+    plot = plot_annotator_telemetry(table, folder / "annotator_telemetry.png")
+    table.to_csv(folder / "annotator_telemetry.csv", index=False)
+    create_table_artifact(
+        key=steps.artifact_key(config.name, "annotator-telemetry"),
+        table=steps.records(table.round(4).astype(str)),
+        description="Per annotator: items done, median seconds per item, gold accuracy, kappa, quality score",
+    )
+    return table, plot
 
 
 @task(name="agreement")
-def measure_agreement(config: PipelineConfig, folder: Path, parsed: ParsedExport) -> tuple[AgreementReport, Path]:
-    report = agreement_report(parsed.annotations[["item_id", "annotator", "label"]])
+def measure_agreement(
+    config: PipelineConfig, folder: Path, synced: SyncedAnnotations, telemetry: pd.DataFrame
+) -> tuple[AgreementReport, Path]:
+    report = agreement_report(synced.items.annotations[["item_id", "annotator", "label"]])
     heatmap = plot_kappa_heatmap(report.pairwise, folder / "kappa_heatmap.png")
-    (folder / "agreement.md").write_text(report.to_markdown())
+    markdown = report.to_markdown() + "\n" + telemetry_markdown(telemetry)
+    (folder / "agreement.md").write_text(markdown)
     report.per_annotator.to_csv(folder / "agreement_per_annotator.csv", index=False)
     create_markdown_artifact(
         key=steps.artifact_key(config.name, "agreement"),
-        markdown=report.to_markdown() + f"\n\nKappa heatmap: `{heatmap}`",
-        description="Inter-annotator agreement (Krippendorff's alpha, Fleiss' and Cohen's kappa)",
+        markdown=markdown + f"\n\nKappa heatmap: `{heatmap}`",
+        description="Inter-annotator agreement (Krippendorff's alpha, Fleiss' and Cohen's kappa) and gold accuracy",
     )
     create_table_artifact(
         key=steps.artifact_key(config.name, "agreement-per-annotator"),
@@ -228,12 +361,12 @@ def build_consensus(
     home: Home,
     url: str,
     review_id: int,
-    parsed: ParsedExport,
+    synced: SyncedAnnotations,
     adjudicated: pd.DataFrame,
     items: pd.DataFrame,
 ) -> ConsensusResult:
     """Majority labels; ties and low-agreement items go to the review project with the annotators' votes."""
-    annotations = parsed.annotations[["item_id", "annotator", "label"]]
+    annotations = synced.items.annotations[["item_id", "annotator", "label"]]
     known = set(annotations["item_id"].astype(str))
     usable = adjudicated[adjudicated["item_id"].astype(str).isin(known)] if not adjudicated.empty else None
     result = consensus_labels(annotations, config.consensus, adjudicated=usable)
@@ -254,13 +387,14 @@ def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, t
     annotation = _annotation_config(config)
     folder = _folder(home, annotation)
 
-    # --- Label Studio and the labelling config ------------------------------------------------------
+    # --- Label Studio, the labelling config and the gold items ---------------------------------------
     url = open_labelstudio(config, home)
     label_config = check_label_config(config)
+    gold = check_gold(config)
 
-    # --- sync out: new items, champion suggestions (and demo annotators) --------------------------------
+    # --- sync out: new items with gold mixed in, champion suggestions (and demo annotators) ----------------
     suggestions = champion_suggestions(config, tracking_uri, items)
-    project_id, review_id, imported = sync_out(config, home, url, label_config, items, suggestions)
+    project_id, review_id, imported = sync_out(config, home, url, label_config, items, suggestions, gold)
     create_link_artifact(
         key=steps.artifact_key(config.name, "labelstudio-project"),
         link=f"{url}/projects/{project_id}",
@@ -271,35 +405,41 @@ def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, t
         "Label Studio project %s: %d new tasks, %d present", project_id, imported.imported, imported.already_present
     )
 
-    # --- sync in: snapshot export, parsed ------------------------------------------------------------
-    export_path, digest, parsed, adjudicated = sync_in(config, home, url, project_id, review_id)
-    coverage = compute_coverage(parsed.annotations, items["item_id"].astype(str).tolist(), annotation.overlap)
+    # --- sync in: snapshot export, parsed; gold scores the annotators ------------------------------------
+    export_path, digest, export, user_names, adjudicated = sync_in(config, home, url, project_id, review_id)
+    synced = parse_annotations(config, export, user_names, gold)
+    if synced.excluded:
+        exclude_annotators(config, home, url, project_id, export, synced)
+    coverage = compute_coverage(synced.items.annotations, items["item_id"].astype(str).tolist(), annotation.overlap)
     outcome = AnnotationOutcome(
         status="waiting",
         project_id=project_id,
         review_project_id=review_id,
         export_path=export_path,
         export_sha256=digest,
-        counts=parsed.summary(),
+        counts=synced.items.summary(),
         coverage=coverage,
         folder=folder,
+        excluded=synced.excluded,
+        gold_items=0 if gold is None else len(gold),
     )
+    outcome.telemetry, outcome.telemetry_plot = report_annotators(config, folder, synced)
     if coverage < annotation.min_coverage:
         create_markdown_artifact(
             key=steps.artifact_key(config.name, "annotation-progress"),
             markdown=f"### Annotation in progress\n\n{coverage:.1%} of {len(items)} items have {annotation.overlap} "
             f"annotations; the gate needs {annotation.min_coverage:.0%}. Annotate in Label Studio: {url}/projects/"
-            f"{project_id}\n\nCounts: {json.dumps(parsed.summary())}",
+            f"{project_id}\n\nCounts: {json.dumps(synced.items.summary())}",
             description="Coverage not reached: the flow stopped cleanly and will look again on its next run",
         )
         return outcome
 
     # --- agreement, consensus, review queue, gate ------------------------------------------------------
-    outcome.report, outcome.heatmap = measure_agreement(config, folder, parsed)
+    outcome.report, outcome.heatmap = measure_agreement(config, folder, synced, outcome.telemetry)
     outcome.noisiest = (
         str(outcome.report.per_annotator.iloc[0]["annotator"]) if len(outcome.report.per_annotator) else None
     )
-    outcome.consensus = build_consensus(config, home, url, review_id, parsed, adjudicated, items)
+    outcome.consensus = build_consensus(config, home, url, review_id, synced, adjudicated, items)
     outcome.consensus.labels.to_parquet(folder / "consensus.parquet", index=False)
     outcome.consensus.queue.to_parquet(folder / "review_queue.parquet", index=False)
     outcome.decision = check_agreement_gate(outcome.report, config.consensus)

@@ -24,6 +24,7 @@ from tasks.partition import write_gap_rows
 from tasks.promotion import DataGates, decide_promotion, input_key
 from tasks.quarantine import concat_quarantine, write_quarantine
 from tasks.report import account_rows
+from tasks.telemetry import telemetry_metrics
 from tasks.tune import CVResult
 
 
@@ -64,6 +65,9 @@ def _agreement_metrics(annotated: AnnotationOutcome | None) -> dict[str, float]:
     for row in annotated.report.per_annotator.itertuples():
         # Annotators are e-mail addresses; MLflow metric names allow no "@".
         metrics[f"agreement_kappa_{re.sub(r'[^A-Za-z0-9_.-]', '_', str(row.annotator))}"] = float(str(row.kappa))
+    if annotated.telemetry is not None:
+        metrics |= telemetry_metrics(annotated.telemetry)
+        metrics["annotators_excluded"] = float(len(annotated.excluded))
     return metrics
 
 
@@ -267,6 +271,8 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             annotated.export_path,
         ]
         agreement_files += [annotated.heatmap] if annotated.heatmap else []
+        if annotated.telemetry_plot is not None:
+            agreement_files += [annotated.telemetry_plot, annotated.folder / "annotator_telemetry.csv"]
     card = build_model_card(
         CardInputs(
             model_name=config.registry.model_name,

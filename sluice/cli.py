@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sluice import cli_ops
+from sluice import cli_annotators, cli_ops
 from sluice.home import Home
 
 DEMO_CONFIG = "configs/rotten_tomatoes.yaml"
@@ -86,6 +86,8 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
                 f"{annotation['adjudicated']} adjudicated, {annotation['review_queue']} in the review queue "
                 f"(project {annotation['review_project_id']})"
             )
+        for name, why in (annotation.get("excluded_annotators") or {}).items():
+            lines.append(f"              excluded: {name}: {why}")
     if result.get("status") == "waiting":
         lines.append(
             "  waiting     annotation coverage is not reached yet: nothing was trained. Annotate in Label "
@@ -205,6 +207,8 @@ def _labelstudio(action: str, home: Home) -> int:
     if action == "stop":
         print("sluice: Label Studio stopped" if stop_server(home) else "sluice: Label Studio was not running")
         return 0
+    if action == "credentials":
+        return cli_annotators.print_credentials(home)
     if action == "status":
         state = home.labelstudio / "server.json"
         print(f"sluice: {state.read_text() if state.is_file() else 'Label Studio is not running'}")
@@ -215,7 +219,7 @@ def _labelstudio(action: str, home: Home) -> int:
     except LabelStudioServerError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"sluice: Label Studio at {server.url}; log in as {settings.username} (password: see README, Annotation)")
+    print(f"sluice: Label Studio at {server.url}; {cli_annotators.SIGN_IN_HINT}")
     return 0
 
 
@@ -267,11 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         review.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or the home's store")
 
     labelstudio = sub.add_parser("labelstudio", help="the local Label Studio server (headless, on 127.0.0.1)")
-    labelstudio.add_argument("action", choices=["start", "stop", "status"])
+    labelstudio.add_argument("action", choices=["start", "stop", "status", "credentials"])
 
     register = sub.add_parser("register", help="log a run kept locally because MLflow was unreachable")
     register.add_argument("run_dir", help="the run folder printed by the failed run (holds pending/)")
     cli_ops.add_commands(sub)
+    cli_annotators.add_commands(sub)
     return parser
 
 
@@ -289,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "register":
         return _register_pending(Path(args.run_dir), home)
     handled = cli_ops.handle(args, home)
+    if handled is None:
+        handled = cli_annotators.handle(args, home)
     if handled is not None:
         return handled
     raise AssertionError(f"unhandled command {args.command}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,16 @@ class ImportResult:
     already_present: int
     annotations: int
     predictions: int
+
+
+@dataclass(frozen=True)
+class Account:
+    """A Label Studio user as the admin sees it; `removed` once taken out of the organisation."""
+
+    id: int
+    email: str
+    removed: bool
+    last_activity: str | None
 
 
 @dataclass(frozen=True)
@@ -155,7 +166,16 @@ class LabelStudioClient:
         for name in names:
             email = name if "@" in name else f"{name}@{email_domain}"
             if email.lower() not in existing:
-                user = self._call(self._sdk.users.create, username=email.split("@")[0], email=email)
+                try:
+                    user = self._call(self._sdk.users.create, username=email.split("@")[0], email=email)
+                except LabelStudioError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+                    # Listed users hide removed members' emails ("Deleted"), but the address stays taken.
+                    raise LabelStudioError(
+                        f"{email} was removed from the Label Studio organisation and Community cannot bring them "
+                        "back; take them out of the list of annotators, or use another address"
+                    ) from None
                 existing[email.lower()] = int(user.id)
             ids[name] = existing[email.lower()]
         return ids
@@ -163,6 +183,92 @@ class LabelStudioClient:
     def user_names(self) -> dict[int, str]:
         """User id -> email, for exports that carry bare ids."""
         return {int(u.id): str(u.email) for u in self._call(lambda: list(self._sdk.users.list()))}
+
+    # -- people: accounts, invites, removal -------------------------------------
+    @classmethod
+    def login(cls, url: str, email: str, password: str, *, tries: int = 5) -> LabelStudioClient:
+        """A client acting as `email`: signs in like the browser does, then takes the user's own API token.
+
+        Raises:
+            LabelStudioAuthError: the email or password is wrong (or the account was locked out).
+        """
+        base = url.rstrip("/")
+        with httpx.Client(timeout=60.0) as http:
+            form = _csrf_form(http, f"{base}/user/login/")
+            response = http.post(
+                f"{base}/user/login/",
+                data={**form, "email": email, "password": password},
+                headers={"Referer": f"{base}/user/login/"},
+            )
+            # Success redirects away from the login page; a wrong password shows the form again (200).
+            if response.status_code != 302:
+                raise LabelStudioAuthError(f"Label Studio at {base} refused the login of {email}")
+            token = http.get(f"{base}/api/current-user/token").json().get("token")
+        return cls.connect(base, str(token), tries=tries)
+
+    def invite_link(self, *, rotate: bool = False) -> str:
+        """The organisation's sign-up link; `rotate` makes a new one and the old one stops working (403)."""
+        if rotate:
+            self._raw("POST", "/api/invite/reset-token", ok_statuses=(200, 201))
+        body = self._raw("GET", "/api/invite").json()
+        return f"{self.url}{body['invite_url']}"
+
+    def list_accounts(self) -> list[Account]:
+        """Every user of the organisation, removed ones included (Label Studio masks their email as "Deleted")."""
+        users = self._raw("GET", "/api/users/").json()
+        return [
+            Account(
+                id=int(user["id"]),
+                email=str(user.get("email") or ""),
+                # A removed member comes back as "Deleted User" (first and last name) with email "Deleted".
+                removed=user.get("first_name") == "Deleted" and user.get("last_name") == "User",
+                last_activity=user.get("last_activity"),
+            )
+            for user in users
+        ]
+
+    def create_account(self, email: str) -> int:
+        """Create a user (username = the part before the @); returns the id. The password is set elsewhere."""
+        user = self._call(self._sdk.users.create, username=email.split("@")[0], email=email)
+        return _require_id(user.id, "user")
+
+    def remove_member(self, user_id: int) -> bool:
+        """Take a user out of the organisation (Community's soft delete); False if they were out already.
+
+        Measured on Community 1.23.2: the labelling stream and every project, task and export
+        endpoint then answer 403 to them, their task locks are released, and their annotations
+        stay (the snapshot export still names them).
+        """
+        organisation = self._raw("GET", "/api/current-user/whoami").json()["active_organization"]
+        response = self._raw(
+            "DELETE", f"/api/organizations/{organisation}/memberships/{user_id}/", ok_statuses=(204, 404)
+        )
+        return response.status_code == 204
+
+    def rotate_own_token(self) -> None:
+        """Replace this client's user's API token; the old one stops working (this client with it)."""
+        self._raw("POST", "/api/current-user/reset-token/", ok_statuses=(200, 201))
+
+    def annotation_log(self, project_id: int) -> pd.DataFrame:
+        """One row per annotation: task_id, user_id, annotator (email), cancelled, created_at, lead_time."""
+        rows = [
+            {
+                "task_id": task.get("id"),
+                "user_id": (ann.get("completed_by") or {}).get("id"),
+                "annotator": (ann.get("completed_by") or {}).get("email"),
+                "cancelled": bool(ann.get("was_cancelled")),
+                "created_at": ann.get("created_at"),
+                "lead_time": ann.get("lead_time"),
+            }
+            for task in json.loads(self._snapshot_bytes(project_id))
+            for ann in task.get("annotations") or []
+        ]
+        columns = ["task_id", "user_id", "annotator", "cancelled", "created_at", "lead_time"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def list_projects(self) -> dict[int, str]:
+        """Project id -> title."""
+        return {int(p["id"]): str(p["title"]) for p in self._list_projects()}
 
     # -- projects -------------------------------------------------------------
     def ensure_project(
@@ -224,7 +330,11 @@ class LabelStudioClient:
     # -- tasks ----------------------------------------------------------------
     def list_item_ids(self, project_id: int) -> dict[str, int]:
         """str(item_id) -> task id of every task in the project that carries an item_id."""
-        found: dict[str, int] = {}
+        return {item: task_id for item, (task_id, _) in self.list_tasks(project_id).items()}
+
+    def list_tasks(self, project_id: int) -> dict[str, tuple[int, int]]:
+        """str(item_id) -> (task id, overlap) of every task in the project that carries an item_id."""
+        found: dict[str, tuple[int, int]] = {}
         page = 1
         while True:
             response = self._raw(
@@ -235,7 +345,7 @@ class LabelStudioClient:
                     "page": page,
                     "page_size": _TASK_PAGE_SIZE,
                     "fields": "task_only",
-                    "include": "id,data",
+                    "include": "id,data,overlap",
                 },
                 ok_statuses=(200, 404),
             )
@@ -246,7 +356,7 @@ class LabelStudioClient:
             for task in tasks:
                 item_id = (task.get("data") or {}).get(_ID_FIELD)
                 if item_id is not None:
-                    found[str(item_id)] = int(task["id"])
+                    found[str(item_id)] = (int(task["id"]), int(task.get("overlap") or 1))
             if len(tasks) < _TASK_PAGE_SIZE or page * _TASK_PAGE_SIZE >= int(body.get("total", 0)):
                 break
             page += 1
@@ -365,6 +475,18 @@ class LabelStudioClient:
         self._call(self._sdk.projects.update, id=project_id, model_version=model_version)
         return len(request)
 
+    def reopen_tasks(self, task_overlaps: Mapping[int, int]) -> int:
+        """Give tasks more annotator slots (their own overlap) and put them back in the stream; returns how many.
+
+        Measured: Label Studio keeps a task's `is_labeled` as it was when its overlap rises, so a
+        finished task is not served again unless that flag is cleared too (the next annotation
+        recomputes it). A task's overlap survives later imports, but changing the project's
+        `maximum_annotations` resets every task above 1 (so callers set it again each sync).
+        """
+        for task_id, overlap in task_overlaps.items():
+            self._raw("PATCH", f"/api/tasks/{task_id}", json_body={"overlap": int(overlap), "is_labeled": False})
+        return len(task_overlaps)
+
     # -- export ---------------------------------------------------------------
     def export_snapshot(self, project_id: int, dest_dir: Path, *, timeout_s: float = 600.0) -> tuple[Path, str]:
         """Export every task with annotations (annotators expanded to emails) to `dest_dir`.
@@ -375,6 +497,16 @@ class LabelStudioClient:
         Returns:
             (path of the JSON export, its sha256).
         """
+        raw = self._snapshot_bytes(project_id, timeout_s=timeout_s)
+        sha256 = hashlib.sha256(raw).hexdigest()
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        path = dest_dir / f"labelstudio-project{project_id}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{sha256[:12]}.json"
+        path.write_bytes(raw)
+        path.with_name(path.name + ".sha256").write_text(f"{sha256}  {path.name}\n")
+        return path, sha256
+
+    def _snapshot_bytes(self, project_id: int, *, timeout_s: float = 600.0) -> bytes:
+        """A snapshot export's raw JSON; annotators expanded to {id, email} (removed members keep their email)."""
         export = self._call(
             self._sdk.projects.exports.create,
             id=project_id,
@@ -398,14 +530,9 @@ class LabelStudioClient:
                 self._sdk.projects.exports.download(id=project_id, export_pk=export_id, export_type="JSON")
             )
         )
-        # The server keeps every export file; ours lives under the home now.
+        # The server keeps every export file; the caller keeps its own copy.
         self._call(self._sdk.projects.exports.delete, id=project_id, export_pk=export_id)
-        sha256 = hashlib.sha256(raw).hexdigest()
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        path = dest_dir / f"labelstudio-project{project_id}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{sha256[:12]}.json"
-        path.write_bytes(raw)
-        path.with_name(path.name + ".sha256").write_text(f"{sha256}  {path.name}\n")
-        return path, sha256
+        return raw
 
     def export_tasks(self, project_id: int) -> list[dict[str, Any]]:
         """All tasks of a project with their annotations (completed_by as ids), in memory."""
@@ -466,7 +593,7 @@ class LabelStudioClient:
         """The reviewers' final labels: item_id, label, reviewer (newest decision per item)."""
         control = self._control(review_project_id)
         parsed = parse_export(
-            self.export_tasks(review_project_id),
+            json.loads(self._snapshot_bytes(review_project_id)),
             classes=control.labels,
             overlap=None,
             user_names=self.user_names(),
@@ -628,6 +755,15 @@ class LabelStudioClient:
 
     def _import_batch(self, project_id: int, batch: list[dict[str, Any]]) -> None:
         self._call(self._sdk.projects.import_tasks, id=project_id, request=batch, return_task_ids=False)
+
+
+def _csrf_form(http: httpx.Client, url: str) -> dict[str, str]:
+    """The hidden CSRF field of a Label Studio form page (the GET also sets the csrftoken cookie)."""
+    page = http.get(url)
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    if page.status_code != 200 or found is None:
+        raise LabelStudioError(f"Label Studio at {url} answered HTTP {page.status_code} without a form to fill")
+    return {"csrfmiddlewaretoken": found.group(1)}
 
 
 def _require_id(value: int | None, what: str) -> int:

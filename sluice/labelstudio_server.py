@@ -11,6 +11,7 @@ restart takes ~11 s. `initialise_data_dir` makes a data dir once so tests can co
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -23,11 +24,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from sluice.home import Home
 from sluice.secrets import LABEL_STUDIO_TOKEN, resolve_secret
@@ -35,24 +37,43 @@ from sluice.secrets import LABEL_STUDIO_TOKEN, resolve_secret
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN_ENV_VARS = ("SLUICE_LABEL_STUDIO_TOKEN", "LABEL_STUDIO_API_KEY")
 VENV_ENV_VAR = "SLUICE_LABEL_STUDIO_VENV"
+URL_ENV_VAR = "SLUICE_LABEL_STUDIO_URL"  # an existing server; otherwise sluice starts its own on loopback
 _TOKEN_RE = re.compile(r"^[0-9a-f]{40}$")
 _DB_FILE = "label_studio.sqlite3"
 _INIT_MARKER = ".sluice-initialised.json"
 _INIT_PENDING = ".sluice-initialising"
+_PASSWORD_MARKER = ".sluice-admin-password.sha256"
 
 
 class LabelStudioServerError(RuntimeError):
     """The local Label Studio server could not be started, found or stopped."""
 
 
+@dataclass(frozen=True)
+class AdminCredentials:
+    """The admin account of the local server: for the pipeline's owner, never for annotators."""
+
+    username: str
+    password: str = field(repr=False)
+    password_file: Path | None
+
+
 class LabelStudioSettings(BaseModel):
     """How to run the local Label Studio server; defaults keep everything on loopback."""
 
     host: str = "127.0.0.1"
+    allow_remote: bool = Field(
+        False,
+        description="allow a non-loopback host (other machines reach the server): then put it behind TLS",
+    )
     port: int | None = Field(None, description="None picks a free port at start")
-    # Label Studio logs users in by email; this admin exists only on the loopback server.
+    # Label Studio logs users in by email; the pipeline uses this admin through its token only.
     username: str = "admin@sluice.local"
-    password: SecretStr = SecretStr("sluice-local-admin")
+    password: SecretStr | None = Field(
+        None,
+        description="admin password; else one generated per home and kept in <home>/labelstudio/admin_password "
+        "(mode 0600, shown by `sluice labelstudio credentials`)",
+    )
     token: SecretStr | None = Field(
         None,
         description="admin API token (40 hex); else $SLUICE_LABEL_STUDIO_TOKEN, $LABEL_STUDIO_API_KEY, "
@@ -71,6 +92,16 @@ class LabelStudioSettings(BaseModel):
         if value is not None and not _TOKEN_RE.match(value.get_secret_value()):
             raise ValueError("the Label Studio token must be 40 lowercase hex characters (secrets.token_hex(20))")
         return value
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> LabelStudioSettings:
+        if not self.allow_remote and not _is_loopback(self.host):
+            raise ValueError(
+                f"labelstudio.host {self.host!r} is not a loopback address: other machines could reach Label "
+                "Studio's logins over plain HTTP. Keep 127.0.0.1, or set labelstudio.allow_remote: true and put "
+                "the server behind TLS (a reverse proxy that terminates HTTPS)"
+            )
+        return self
 
     def resolve_venv(self) -> Path:
         """The server's virtualenv: config, else $SLUICE_LABEL_STUDIO_VENV, else <repo>/.venv-labelstudio."""
@@ -98,14 +129,20 @@ class LabelStudioSettings(BaseModel):
                     "generate one (secrets.token_hex(20))"
                 )
             return value
-        token_file = home.labelstudio / "admin_token"
-        if token_file.is_file():
-            return token_file.read_text().strip()
-        token = secrets.token_hex(20)
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.touch(mode=0o600)
-        token_file.write_text(token)
+        token, _ = _read_or_create_secret(home.labelstudio / "admin_token", lambda: secrets.token_hex(20))
         return token
+
+    def resolve_password(self, home: Home) -> str:
+        """The admin password: config, else the one generated for this home (mode 0600, written once)."""
+        return self.credentials(home).password
+
+    def credentials(self, home: Home) -> AdminCredentials:
+        """The admin's login, and the file that keeps the password when sluice generated it."""
+        if self.password is not None:
+            return AdminCredentials(self.username, self.password.get_secret_value(), None)
+        path = home.labelstudio / "admin_password"
+        password, _ = _read_or_create_secret(path, lambda: secrets.token_urlsafe(18))
+        return AdminCredentials(self.username, password, path)
 
 
 @dataclass
@@ -147,8 +184,8 @@ class RunningServer:
         return False
 
 
-def server_env(settings: LabelStudioSettings, home: Home, *, port: int, data_dir: Path) -> dict[str, str]:
-    """The environment of the server process: headless, offline, nothing written to $HOME."""
+def server_env(settings: LabelStudioSettings, home: Home, *, port: int | None, data_dir: Path) -> dict[str, str]:
+    """The environment of the server process (and its management commands): headless, offline, no $HOME."""
     base = home.labelstudio
     env = dict(os.environ)
     # Unprefixed USERNAME/PASSWORD/PORT/HOST/DEBUG are read as fallbacks: drop stray ones.
@@ -158,13 +195,11 @@ def server_env(settings: LabelStudioSettings, home: Home, *, port: int, data_dir
         {
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
             "LABEL_STUDIO_USERNAME": settings.username,
-            "LABEL_STUDIO_PASSWORD": settings.password.get_secret_value(),
+            "LABEL_STUDIO_PASSWORD": settings.resolve_password(home),
             # The token and legacy-token switch must be present at the FIRST init of a data dir.
             "LABEL_STUDIO_USER_TOKEN": settings.resolve_token(home),
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-            "LABEL_STUDIO_HOST": f"http://{settings.host}:{port}",
-            "LABEL_STUDIO_PORT": str(port),
             "LABEL_STUDIO_DEBUG": "false",
             "LABEL_STUDIO_TASK_LOCK_TTL": str(settings.task_lock_ttl),
             # No calls to outside hosts.
@@ -180,6 +215,12 @@ def server_env(settings: LabelStudioSettings, home: Home, *, port: int, data_dir
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if port is not None:
+        env |= {"LABEL_STUDIO_HOST": f"http://{settings.host}:{port}", "LABEL_STUDIO_PORT": str(port)}
+    if not settings.allow_remote:
+        # Django answers any Host header by default: a web page could rebind its own name to
+        # 127.0.0.1 and reach the server from an annotator's browser. Loopback names only.
+        env["LABEL_STUDIO_ALLOWED_HOSTS"] = ",".join(dict.fromkeys([settings.host, "127.0.0.1", "localhost", "[::1]"]))
     return env
 
 
@@ -199,6 +240,13 @@ def start_server(settings: LabelStudioSettings, home: Home, *, template: Path | 
     token = settings.resolve_token(home)
     if template is not None and not (data_dir / _DB_FILE).exists():
         _copy_template(template, data_dir, token)
+    # The admin password is fixed at a database's first init: a database made with another one
+    # (an older fixed default, or a changed setting) gets the current password once it is up.
+    password_marker = data_dir / _PASSWORD_MARKER
+    password_sha = _fingerprint(settings.resolve_password(home))
+    stale_password = (data_dir / _DB_FILE).exists() and (
+        not password_marker.is_file() or password_marker.read_text().strip() != password_sha
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     home.logs.mkdir(parents=True, exist_ok=True)
     for sub in ("home", "config", "share", "cache"):
@@ -236,9 +284,12 @@ def start_server(settings: LabelStudioSettings, home: Home, *, template: Path | 
     try:
         _wait_healthy(server, process, settings.start_timeout_s)
         _check_token(url, token, data_dir)
+        if stale_password:
+            set_user_password(settings, home, settings.username, settings.resolve_password(home))
     except BaseException:
         server.stop()
         raise
+    password_marker.write_text(password_sha)
     _write_state(state_path, server)
     return server
 
@@ -261,6 +312,17 @@ def ensure_server(settings: LabelStudioSettings, home: Home) -> RunningServer:
         )  # fmt: skip
     state_path.unlink(missing_ok=True)
     return start_server(settings, home)
+
+
+def resolve_url(settings: LabelStudioSettings, home: Home) -> str:
+    """The Label Studio to use: `$SLUICE_LABEL_STUDIO_URL`, else this home's own server (started if needed)."""
+    return os.environ.get(URL_ENV_VAR) or ensure_server(settings, home).url
+
+
+def is_home_server(home: Home, url: str) -> bool:
+    """Whether `url` is the server this home runs (so its database, and management commands, are at hand)."""
+    state = _read_state(home.labelstudio / "server.json")
+    return bool(state and str(state.get("url", "")).rstrip("/") == url.rstrip("/") and _pid_alive(int(state["pid"])))
 
 
 def stop_server(home: Home) -> bool:
@@ -308,7 +370,8 @@ def initialise_data_dir(settings: LabelStudioSettings, home: Home) -> Path:
 def is_initialised(data_dir: Path, token: str, *, version: str | None = None) -> bool:
     """Whether `data_dir` was initialised by `initialise_data_dir` with this token (and version)."""
     marker = data_dir / _INIT_MARKER
-    if not marker.is_file() or not (data_dir / _DB_FILE).is_file():
+    # A data dir made before the admin password was recorded is made again (once).
+    if not marker.is_file() or not (data_dir / _DB_FILE).is_file() or not (data_dir / _PASSWORD_MARKER).is_file():
         return False
     try:
         recorded = json.loads(marker.read_text())
@@ -338,6 +401,54 @@ def read_user_token(data_dir: Path, email: str) -> str:
             f"Label Studio has no token for user {email}; create the user first (LabelStudioClient.ensure_users)"
         )
     return str(row[0])
+
+
+def run_management_command(
+    settings: LabelStudioSettings, home: Home, args: list[str], *, timeout_s: float = 180.0
+) -> str:
+    """Run `label-studio ARGS` with the server's environment (its database); returns stdout.
+
+    Community has no API for some user administration (setting a password), and its own
+    management commands are the supported way: they need the server's data dir, so they work
+    for the server this home runs, not for a remote one.
+    """
+    data_dir = settings.resolve_data_dir(home)
+    if not (data_dir / _DB_FILE).is_file():
+        raise LabelStudioServerError(
+            f"no Label Studio database at {data_dir}; start the server first (`sluice labelstudio start`)"
+        )
+    command = [str(_label_studio_executable(settings)), *args]
+    home.labelstudio.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            command,
+            env=server_env(settings, home, port=None, data_dir=data_dir),
+            cwd=home.labelstudio,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise LabelStudioServerError(f"`label-studio {args[0]}` did not finish in {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-5:])
+        raise LabelStudioServerError(f"`label-studio {args[0]}` exited with code {done.returncode}:\n{tail}")
+    return done.stdout
+
+
+def set_user_password(settings: LabelStudioSettings, home: Home, email: str, password: str) -> None:
+    """Set a user's password on the home's server (`label-studio reset_password`, ~4 s).
+
+    Community ignores the password of `POST /api/users/`; this management command is the one
+    working way. It also ends the user's open browser sessions (Django ties them to the
+    password hash).
+    """
+    out = run_management_command(settings, home, ["reset_password", "--username", email, "--password", password])
+    if "not found" in out:
+        raise LabelStudioServerError(f"Label Studio has no user {email}; create the account first")
+    if "successfully changed" not in out and "same as current" not in out:
+        raise LabelStudioServerError(f"`label-studio reset_password` for {email} said: {out.strip()[-300:]}")
 
 
 def _label_studio_executable(settings: LabelStudioSettings) -> Path:
@@ -455,6 +566,31 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
+
+
+def _read_or_create_secret(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
+    """The secret kept in `path`, or a new one written there with mode 0600; (value, created)."""
+    if path.is_file():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    try:
+        # O_EXCL with the mode at creation: the file is never readable by others, not even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: theirs is the one
+        return path.read_text().strip(), False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value, True
 
 
 def _fingerprint(token: str) -> str:

@@ -73,8 +73,9 @@ def _labelstudio(home: Home) -> OpenUi:
     settings = ls.LabelStudioSettings()
     before = _recorded_pid(home.labelstudio / "server.json")
     server = ls.ensure_server(settings, home)
-    note = f"log in as {settings.username} (password: LabelStudioSettings.password)"
-    return OpenUi("Label Studio", server.url, server.pid != before, server.stop, note)
+    from sluice.cli_annotators import SIGN_IN_HINT
+
+    return OpenUi("Label Studio", server.url, server.pid != before, server.stop, SIGN_IN_HINT)
 
 
 def open_uis(home: Home, *, labelstudio: bool = True) -> UiSession:

@@ -1,7 +1,9 @@
-"""Consensus labels from several annotators, the adjudication queue, and the agreement gate.
+"""Consensus labels from several annotators, the adjudication queue, the agreement gate, and gold checks.
 
 Majority vote per item; ties, thin items and weak majorities go to a human adjudicator instead of
-being guessed. Every item ends in exactly one place: the labels or the queue.
+being guessed. Every item ends in exactly one place: the labels or the queue. Gold items (known
+labels mixed into the stream) score each annotator; one who falls under `min_gold_accuracy` is
+left out of consensus.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ class ConsensusConfig(BaseModel):
         description="annotators compared on fewer items are not judged (their kappa is noise)",
     )
     overlap: int = Field(default=3, ge=1, description="annotators per item")
+    min_gold_accuracy: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="annotators whose accuracy on gold items is below this are excluded from consensus",
+    )
+    min_gold_items: int = Field(
+        default=5, ge=1, description="gold items an annotator must have answered before their accuracy is judged"
+    )
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,50 @@ def check_agreement_gate(report: AgreementReport, config: ConsensusConfig) -> Ga
     return GateDecision(
         passed=not reasons, reasons=reasons, low_agreement_annotators=[str(a) for a in low["annotator"]]
     )
+
+
+GOLD_SCORE_COLUMNS = ["annotator", "gold_items", "gold_correct", "gold_accuracy"]
+
+
+def score_gold(answers: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
+    """Each annotator's accuracy on the gold items they answered.
+
+    Args:
+        answers: annotations on gold items: item_id, annotator, label.
+        gold: the known labels: item_id, label.
+
+    Returns:
+        annotator, gold_items, gold_correct, gold_accuracy; most accurate last.
+    """
+    if answers.empty:
+        dtypes = {"annotator": "str", "gold_items": "int64", "gold_correct": "int64", "gold_accuracy": "float64"}
+        return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in GOLD_SCORE_COLUMNS})
+    known = gold.set_index(gold["item_id"].astype(str))["label"].astype(str)
+    expected = answers["item_id"].astype(str).map(known)
+    unknown = answers.loc[expected.isna(), "item_id"].unique().tolist()
+    if unknown:
+        raise ValueError(f"answers on items {unknown[:5]} that the gold file does not hold; score them with their file")
+    scored = answers.assign(correct=(answers["label"].astype(str) == expected).astype("int64"))
+    table = scored.groupby("annotator", sort=True)["correct"].agg(gold_items="size", gold_correct="sum").reset_index()
+    table["gold_accuracy"] = table["gold_correct"] / table["gold_items"]
+    return table.sort_values(["gold_accuracy", "annotator"], kind="stable").reset_index(drop=True)[GOLD_SCORE_COLUMNS]
+
+
+def gold_exclusions(scores: pd.DataFrame, config: ConsensusConfig) -> dict[str, str]:
+    """Annotators to leave out of consensus, each with the reason in plain words.
+
+    Only annotators who answered at least `min_gold_items` gold items are judged: fewer
+    answers say little about anyone.
+    """
+    enough = scores["gold_items"] >= config.min_gold_items
+    judged = scores[enough & (scores["gold_accuracy"] < config.min_gold_accuracy)]
+    return {
+        str(row.annotator): (
+            f"gold accuracy {row.gold_accuracy:.0%} ({row.gold_correct} of {row.gold_items} gold items) is below "
+            f"consensus.min_gold_accuracy {config.min_gold_accuracy:.0%}"
+        )
+        for row in judged.itertuples(index=False)
+    }
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -5,12 +5,18 @@ The demo has no humans at hand, so these stand in for them: each item is labelle
 with probability `error_rate`, when they pick one of the other classes uniformly. Because
 the error rates are known, the agreement report can be checked: it should name the
 annotator with the highest rate as the noisiest. Never use this on real labelling work.
+
+Two ways in: `build_annotation_payloads` imports a whole demo's labels inline with the tasks
+(one call; ~70x faster than posting 15,000 annotations one by one, so `make demo` stays quick),
+and `label_stream` works through Label Studio's labelling stream with the annotator's own
+account, exactly as a person pressing "Label All Tasks" does (the stream picks the tasks,
+gold items included).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -148,3 +154,52 @@ def build_annotation_payloads(
             }
         )
     return payloads
+
+
+class LabellingStream(Protocol):
+    """What an annotator's own Label Studio client offers (`sluice.labelstudio.LabelStudioClient`)."""
+
+    def next_task(self, project_id: int) -> dict[str, Any] | None: ...
+
+    def submit_annotation(
+        self, task_id: int, result: Sequence[Mapping[str, Any]], *, lead_time: float | None = None
+    ) -> int: ...
+
+
+def label_stream(
+    stream: LabellingStream,
+    project_id: int,
+    reference: Mapping[str, str],
+    *,
+    classes: Sequence[str],
+    build_result: Callable[[str], Sequence[Mapping[str, Any]]],
+    error_rate: float = 0.0,
+    seed: int = 0,
+    mean_lead_time_s: float = 8.0,
+    limit: int | None = None,
+) -> dict[str, str]:
+    """Label what the stream serves until it has nothing left (or `limit` tasks); returns item_id -> label given.
+
+    Args:
+        stream: the annotator's own client: the stream serves them, not anybody else.
+        reference: item_id -> the reference label (known labels of the demo data and the gold items).
+        build_result: label -> Label Studio result (`tasks.label_config.LabelConfig.build_result`).
+        error_rate: probability of picking another class, uniformly.
+    """
+    rng = np.random.default_rng(seed)
+    others = {c: [o for o in classes if o != c] for c in classes}
+    given: dict[str, str] = {}
+    while limit is None or len(given) < limit:
+        task = stream.next_task(project_id)
+        if task is None:
+            break
+        item_id = str((task.get("data") or {}).get("item_id"))
+        if item_id not in reference:
+            raise ValueError(f"the stream served item {item_id!r}, which has no reference label; add it to `reference`")
+        label = reference[item_id]
+        if rng.random() < error_rate:
+            label = str(rng.choice(others[label]))
+        lead = float(rng.lognormal(np.log(mean_lead_time_s) - 0.125, 0.5))
+        stream.submit_annotation(int(task["id"]), build_result(label), lead_time=round(lead, 2))
+        given[item_id] = label
+    return given

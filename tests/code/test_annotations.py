@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,20 @@ import pytest
 from tasks.annotations import (
     AnnotationConfig,
     EmptyExportError,
+    GoldFileError,
     compute_coverage,
+    gold_item_id,
+    interleave_gold,
     load_export,
+    load_gold,
     parse_export,
+    parse_with_gold,
+    plan_gold,
+    plan_stream,
+    reopen_overlaps,
+    summarise_progress,
 )
+from tasks.consensus import ConsensusConfig
 
 CLASSES = ["fresh", "rotten"]
 
@@ -75,6 +86,7 @@ def test_every_annotation_is_accounted_for() -> None:
         "cancelled": 1,
         "duplicates_dropped": 1,
         "rejected": 4,  # plot, empty, two labels, no item_id
+        "excluded": 0,
         "over_overlap_dropped": 1,
     }
     assert counts["raw_annotations"] == sum(v for k, v in counts.items() if k not in ("tasks", "raw_annotations"))
@@ -191,3 +203,156 @@ def test_reannotating_keeps_the_annotators_slot() -> None:
     kept = dict(zip(parsed.annotations["annotator"], parsed.annotations["label"], strict=True))
     assert kept == {"u1@x": "rotten", "u2@x": "fresh", "u3@x": "fresh"}
     assert (parsed.n_duplicates_dropped, parsed.n_over_overlap_dropped) == (1, 1)
+
+
+# -- gold items ------------------------------------------------------------------------------------
+
+
+def _gold_export() -> list[dict[str, Any]]:
+    """Two gold items (g1 fresh, g2 rotten) answered by three people; bad@x also labels item a."""
+    return [
+        _task(1, "a", [_ann(1, "bad@x", "rotten", 1), _ann(2, "u1@x", "fresh", 2), _ann(3, "u2@x", "fresh", 3)]),
+        _task(2, "g1", [_ann(4, "bad@x", "rotten", 1), _ann(5, "u1@x", "fresh", 2), _ann(6, "u2@x", "fresh", 3)]),
+        _task(3, "g2", [_ann(7, "bad@x", "fresh", 1), _ann(8, "u1@x", "rotten", 2), _ann(9, "u2@x", "fresh", 3)]),
+        # the replacement the stream served after bad@x was excluded: a fourth annotator on a
+        _task(4, "b", [_ann(10, "u1@x", "rotten", 4), _ann(11, "u2@x", "rotten", 5)]),
+    ]
+
+
+def _with_replacement() -> list[dict[str, Any]]:
+    export = _gold_export()
+    export[0]["annotations"].append(_ann(12, "u3@x", "fresh", 9))
+    return export
+
+
+GOLD = pd.DataFrame({"item_id": ["g1", "g2"], "text": ["g one", "g two"], "label": ["fresh", "rotten"]})
+
+
+def test_gold_scores_each_annotator_and_excludes_the_weak_before_the_overlap_cut() -> None:
+    strict = ConsensusConfig(min_gold_accuracy=0.5, min_gold_items=2)
+    synced = parse_with_gold(_with_replacement(), classes=CLASSES, overlap=3, gold=GOLD, consensus=strict)
+    scores = synced.gold_scores.set_index("annotator")["gold_accuracy"].to_dict()
+    assert scores == {"bad@x": 0.0, "u1@x": 1.0, "u2@x": 0.5}
+    assert list(synced.excluded) == ["bad@x"] and "0 of 2 gold items" in synced.excluded["bad@x"]
+    # gold items are not the user's items; bad@x is out, so u3 (4th in time) takes the slot on a
+    kept = synced.items.annotations
+    assert set(kept["item_id"]) == {"a", "b"}
+    assert sorted(kept.loc[kept["item_id"] == "a", "annotator"]) == ["u1@x", "u2@x", "u3@x"]
+    counts = synced.items.summary()
+    assert counts["excluded"] == 1 and counts["over_overlap_dropped"] == 0
+    assert counts["raw_annotations"] == sum(v for k, v in counts.items() if k not in ("tasks", "raw_annotations"))
+    # what each person did, gold answers included, for the telemetry
+    everyone = synced.all_annotations()
+    assert (everyone["annotator"] == "bad@x").sum() == 3
+
+
+def test_too_few_gold_answers_are_not_judged() -> None:
+    lenient = ConsensusConfig(min_gold_accuracy=0.5, min_gold_items=3)
+    synced = parse_with_gold(_gold_export(), classes=CLASSES, overlap=3, gold=GOLD, consensus=lenient)
+    assert synced.excluded == {}
+    assert synced.items.n_excluded == 0
+
+
+def test_no_gold_file_parses_as_before() -> None:
+    synced = parse_with_gold(_messy_export(), classes=CLASSES, overlap=3, gold=None, consensus=ConsensusConfig())
+    assert synced.items.summary() == parse_export(_messy_export(), classes=CLASSES, overlap=3).summary()
+    assert synced.gold is None and synced.gold_scores.empty and synced.excluded == {}
+
+
+def test_reopened_items_get_a_slot_back_for_each_excluded_annotator() -> None:
+    wanted = reopen_overlaps(_gold_export(), {"bad@x"}, overlap=3, skip_items={"g1", "g2"})
+    assert wanted == {1: 4}  # item a: bad@x's slot goes to someone else; gold tasks are left alone
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        ("text,label\nfine,fresh\n", ".txt", "not CSV, JSONL or Parquet"),
+        ("review,label\nfine,fresh\n", ".csv", "has no column 'text'"),
+        ("text,label\nfine,plot\n", ".csv", "labels in row(s) 1 are not among labels.classes"),
+        ("text,label\nfine,fresh\n ,rotten\n", ".csv", "empty 'text' in row(s) 2"),
+        ("text,label\nfine,fresh\nfine,fresh\n", ".csv", "row(s) 2 repeat an earlier item"),
+    ],
+)
+def test_bad_gold_files_are_named_with_the_fix(tmp_path: Path, content: str, suffix: str, message: str) -> None:
+    path = tmp_path / f"gold{suffix}"
+    path.write_text(content)
+    with pytest.raises(GoldFileError, match=re.escape(message)) as err:
+        load_gold(path, text_col="text", classes=CLASSES)
+    assert str(path) in str(err.value)
+
+
+def test_gold_file_formats_read_alike(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"text": ["a fine film", "a dull film"], "label": ["fresh", "rotten"]})
+    frame.to_csv(tmp_path / "gold.csv", index=False)
+    frame.to_json(tmp_path / "gold.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "gold.parquet")
+    loaded = [
+        load_gold(tmp_path / f"gold.{ext}", text_col="text", classes=CLASSES) for ext in ("csv", "jsonl", "parquet")
+    ]
+    assert all(g.equals(loaded[0]) for g in loaded)
+    # ids look like the user's content ids (16 hex digits) but never equal them
+    assert loaded[0]["item_id"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert gold_item_id("a fine film") == loaded[0]["item_id"].iloc[0]
+
+
+def test_gold_is_planned_at_its_rate_and_spread_through_the_stream() -> None:
+    gold = pd.DataFrame({"item_id": [f"g{i}" for i in range(10)], "text": "x", "label": "fresh"})
+    first = plan_gold(gold, user_items=95, imported=[], rate=0.05)
+    assert first["item_id"].tolist() == ["g0", "g1", "g2", "g3", "g4"]  # 5 of 100 tasks
+    # 95 more user items later: 5 more gold, never the ones imported already
+    assert plan_gold(gold, user_items=190, imported=first["item_id"], rate=0.05)["item_id"].tolist() == [
+        "g5", "g6", "g7", "g8", "g9",
+    ]  # fmt: skip
+    assert plan_gold(gold, user_items=10_000, imported=[], rate=0.05).shape[0] == 10  # no more than the file has
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(95)], "text": "y"})
+    stream = interleave_gold(items, first)
+    positions = stream.index[stream["item_id"].str.startswith("g")].tolist()
+    gaps = {b - a for a, b in zip([-1, *positions], [*positions, len(stream)], strict=True)}
+    assert len(stream) == 100 and gaps <= {16, 17}  # one gold item about every 17 tasks, none bunched
+    assert stream[~stream["item_id"].str.startswith("g")]["item_id"].tolist() == items["item_id"].tolist()
+
+
+def test_progress_names_removed_people_from_their_annotations() -> None:
+    log = pd.DataFrame(
+        {
+            "project": ["p1", "p1", "p1", "p2"],
+            "user_id": [2, 2, 3, 2],
+            "annotator": ["ann@x", "ann@x", "bob@x", "ann@x"],
+            "cancelled": [False, True, False, False],
+            "created_at": [
+                "2026-12-01T10:00:00Z",
+                "2026-12-01T11:00:00Z",
+                "2026-12-01T09:00:00Z",
+                "2026-12-02T08:00:00Z",
+            ],
+        }
+    )
+    accounts = pd.DataFrame(
+        {
+            "user_id": [2, 3, 4],
+            "email": ["ann@x", "Deleted", "new@x"],
+            "removed": [False, True, False],
+            "last_activity": ["2026-12-02T08:00:00Z", None, None],
+        }
+    )
+    table = summarise_progress(log, accounts)
+    rows = {(r.annotator, r.project): (r.status, r.done, r.skipped) for r in table.itertuples()}
+    assert rows == {
+        ("ann@x", "p1"): ("active", 1, 1),
+        ("ann@x", "p2"): ("active", 1, 0),
+        ("new@x", "-"): ("active", 0, 0),
+        ("bob@x", "p1"): ("removed", 1, 0),
+    }
+    assert table["status"].tolist()[-1] == "removed"  # active people first
+
+
+def test_the_stream_gets_only_new_items_and_refuses_gold_that_is_the_users_data() -> None:
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(18)], "text": "y", "extra": 1})
+    gold = pd.DataFrame({"item_id": ["g0", "g1", "g2"], "text": "x", "label": "fresh"})
+    stream, gold_now = plan_stream(items, ["i0", "i1"], gold, rate=0.1, text_col="text")
+    assert list(stream.columns) == ["item_id", "text"]
+    assert gold_now["item_id"].tolist() == ["g0", "g1"]  # ceil(0.1 * 18 / 0.9) = 2
+    assert set(stream["item_id"]) == {f"i{i}" for i in range(2, 18)} | {"g0", "g1"}
+    with pytest.raises(GoldFileError, match=r"gold items \['i3'\] have the ids of the user's own rows"):
+        plan_stream(items, [], gold.assign(item_id=["g0", "i3", "g2"]), rate=0.1, text_col="text")

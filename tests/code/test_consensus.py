@@ -14,6 +14,8 @@ from tasks.consensus import (
     GateDecision,
     check_agreement_gate,
     consensus_labels,
+    gold_exclusions,
+    score_gold,
 )
 
 LABELS = ["fresh", "rotten", "plot"]
@@ -188,3 +190,27 @@ def test_gate_error_carries_the_reasons_and_the_report() -> None:
 def test_config_rejects_nonsense(bad: dict[str, float]) -> None:
     with pytest.raises(ValidationError):
         ConsensusConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_gold_accuracy_and_who_is_excluded() -> None:
+    gold = pd.DataFrame({"item_id": ["g1", "g2", "g3", "g4"], "label": ["fresh", "rotten", "fresh", "rotten"]})
+    answers = pd.DataFrame(
+        {
+            "item_id": ["g1", "g2", "g3", "g4"] * 2 + ["g1"],
+            "annotator": ["ann"] * 4 + ["bob"] * 4 + ["new"],
+            "label": ["fresh", "rotten", "fresh", "fresh"] + ["rotten", "rotten", "rotten", "fresh"] + ["rotten"],
+        }
+    )
+    scores = score_gold(answers, gold)
+    assert scores.to_dict("records") == [
+        {"annotator": "new", "gold_items": 1, "gold_correct": 0, "gold_accuracy": 0.0},
+        {"annotator": "bob", "gold_items": 4, "gold_correct": 1, "gold_accuracy": 0.25},
+        {"annotator": "ann", "gold_items": 4, "gold_correct": 3, "gold_accuracy": 0.75},
+    ]
+    excluded = gold_exclusions(scores, ConsensusConfig(min_gold_accuracy=0.7, min_gold_items=3))
+    # "new" answered one gold item only: not judged yet
+    assert excluded == {
+        "bob": "gold accuracy 25% (1 of 4 gold items) is below consensus.min_gold_accuracy 70%",
+    }
+    with pytest.raises(ValueError, match="gold file does not hold"):
+        score_gold(answers.assign(item_id="other"), gold)

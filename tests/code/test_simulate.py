@@ -118,3 +118,42 @@ def test_payloads_need_a_user_for_every_annotator() -> None:
     sim = simulate_annotations(_items(5), DEMO_ANNOTATORS, CLASSES, overlap=3, seed=0)
     with pytest.raises(ValueError, match="ensure_users"):
         build_annotation_payloads(sim, {"alice@sluice.local": 1}, from_name="label", to_name="text")
+
+
+class _Stream:
+    """Serves each task once, like Label Studio's stream for one annotator, and records the submissions."""
+
+    def __init__(self, items: list[str]) -> None:
+        self.queue = list(items)
+        self.submitted: list[tuple[int, str]] = []
+
+    def next_task(self, project_id: int) -> dict[str, object] | None:
+        if not self.queue:
+            return None
+        item = self.queue[0]
+        return {"id": 100 + int(item[1:]), "data": {"item_id": item}}
+
+    def submit_annotation(self, task_id: int, result: object, *, lead_time: float | None = None) -> int:
+        self.queue.pop(0)
+        assert lead_time is not None and lead_time > 0
+        self.submitted.append((task_id, result[0]["value"]["choices"][0]))  # type: ignore[index]
+        return len(self.submitted)
+
+
+def test_a_simulated_annotator_works_through_the_stream() -> None:
+    from tasks.simulate import label_stream
+
+    def build(label: str) -> list[dict[str, object]]:
+        return [{"value": {"choices": [label]}}]
+
+    reference = {f"i{k}": ("fresh", "rotten")[k % 2] for k in range(40)}
+    stream = _Stream(list(reference))
+    given = label_stream(stream, 1, reference, classes=["fresh", "rotten"], build_result=build, error_rate=0.25, seed=3)
+    assert len(given) == 40 and len(stream.submitted) == 40  # until the stream had nothing left
+    wrong = sum(given[item] != reference[item] for item in given)
+    assert 4 <= wrong <= 16  # about a quarter
+    assert label_stream(
+        _Stream(list(reference)), 1, reference, classes=["fresh", "rotten"], build_result=build, limit=5
+    )
+    with pytest.raises(ValueError, match="no reference label"):
+        label_stream(_Stream(["i99"]), 1, reference, classes=["fresh", "rotten"], build_result=build)

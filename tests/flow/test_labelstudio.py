@@ -190,7 +190,7 @@ def test_inline_annotations_export_and_parse_back(
     parsed = parse_export(load_export(path, expected_sha256=sha256), classes=CLASSES, overlap=3)
     assert parsed.summary() == {
         "tasks": 20, "raw_annotations": 62, "kept": 60, "cancelled": 0,
-        "duplicates_dropped": 1, "rejected": 0, "over_overlap_dropped": 1,
+        "duplicates_dropped": 1, "rejected": 0, "excluded": 0, "over_overlap_dropped": 1,
     }  # fmt: skip
     kept = parsed.annotations.set_index(["item_id", "annotator"])["label"]
     expected = sim.set_index(["item_id", "annotator"])["label"].copy()

@@ -13,6 +13,7 @@ import mlflow
 import pytest
 
 from sluice.home import Home
+from sluice.labelstudio_server import URL_ENV_VAR, LabelStudioSettings, RunningServer
 from sluice.secrets import (
     LABEL_STUDIO_TOKEN,
     LABEL_STUDIO_TOKEN_ENV,
@@ -145,11 +146,14 @@ def info_logs() -> Iterator[None]:
 
 
 @pytest.mark.slow
+@pytest.mark.labelstudio
 @pytest.mark.usefixtures("info_logs")
 def test_the_pipeline_leaks_no_token(
     make_config: Callable[..., Path],
     home: Home,
     mlflow_store: str,
+    labelstudio_server: RunningServer,
+    labelstudio_settings: LabelStudioSettings,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
@@ -158,22 +162,38 @@ def test_the_pipeline_leaks_no_token(
 
     from flows.pipeline import pipeline
 
-    token = secrets.token_hex(20)
+    # The admin token of the real server, handed over the way a user does: environment and Secret block.
+    token = labelstudio_server.token
+    password = labelstudio_settings.resolve_password(home)
     for var in LABEL_STUDIO_TOKEN_ENV:
         monkeypatch.setenv(var, token)
+    monkeypatch.setenv(URL_ENV_VAR, labelstudio_server.url)
     store_secret(LABEL_STUDIO_TOKEN, token)
     assert resolve_secret(LABEL_STUDIO_TOKEN, LABEL_STUDIO_TOKEN_ENV) == token
 
-    config = make_config(demo__rows=600, train__epochs=2, registry__model_name="rt-secrets-test")
+    # Labels from annotation: the run reads the token to import, export, build the review queue.
+    config = make_config(
+        demo__rows=600,
+        labels__source="annotation",
+        labels__column="category",
+        annotation__label_config=str(Path(__file__).resolve().parents[2] / "label_config" / "text_classification.xml"),
+        annotation__project_identifier=f"secrets-{uuid.uuid4().hex[:8]}",
+        annotation__simulate=True,
+        annotation__simulator={"annotators": {"alice": 0.02, "bruno": 0.04, "chidi": 0.12}, "seed": 3},
+        consensus__min_item_agreement=0.7,
+        train__epochs=2,
+        registry__model_name="rt-secrets-test",
+    )
     result = pipeline(config_path=str(config), home=str(home.root))
-    assert result["model_version"]
+    assert result["model_version"] and result["annotation"]["status"] == "ready"
     assert _prefect_logs_of(result["flow_run_id"]), "no log line of the run reached the API: none scanned"
 
     mlflow_root = Path(mlflow_store.removeprefix("sqlite:///")).parent
     roots = [home.root, mlflow_root, Path(config).parent]
-    assert _leaks(token, roots, mlflow_store) == []
+    for secret in (token, password):
+        assert _leaks(secret, roots, mlflow_store) == []
     out, err = capfd.readouterr()
-    assert token not in out and token not in err
+    assert token not in out + err and password not in out + err
 
     # The scan can fail: a planted copy in each place is found.
     canary = secrets.token_hex(20)
