@@ -127,10 +127,10 @@ def _service_hint(exc: BaseException) -> str:
             "(items already in Label Studio are not imported twice)"
         )
         if os.environ.get("SLUICE_LABEL_STUDIO_URL"):
-            return f"this run uses the server at $SLUICE_LABEL_STUDIO_URL: bring it back, {resume}"
-        return f"start Label Studio (`sluice labelstudio start`), {resume}"
+            return f"this run uses the server at $SLUICE_LABEL_STUDIO_URL: start that one, {resume}"
+        return resume
     if any(name.startswith("sluice.tracking:") for name in names):
-        return "check registry.tracking_uri / $MLFLOW_TRACKING_URI, then run the same command again"
+        return "check that MLflow answers at registry.tracking_uri (or $MLFLOW_TRACKING_URI)"
     api = os.environ.get("PREFECT_API_URL", "")
     if api and any(api.rstrip("/") in str(link) for link in _chain(exc)):
         return (
