@@ -13,6 +13,7 @@ The traceback never reaches the terminal: it goes to the command's log file (`sl
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -89,15 +90,24 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _raised_by_sluice(exc: BaseException) -> bool:
-    """Whether the innermost frame of the traceback is sluice's own code (not a library's)."""
+def _raised_in(exc: BaseException, folders: tuple[Path, ...]) -> bool:
+    """Whether the innermost frame of the traceback lies in one of `folders`."""
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
     raised_in = Path(tb.tb_frame.f_code.co_filename).resolve()
-    return any(raised_in.is_relative_to(folder) for folder in _SOURCE_DIRS)
+    return any(raised_in.is_relative_to(folder) for folder in folders)
+
+
+def _prefect_service_dirs() -> tuple[Path, ...]:
+    # Prefect is imported whenever one of its errors exists; nothing is imported to find out.
+    prefect = sys.modules.get("prefect")
+    if prefect is None or not prefect.__file__:
+        return ()
+    root = Path(prefect.__file__).resolve().parent
+    return (root / "server", root / "client")
 
 
 def classify(exc: BaseException) -> Kind:
@@ -107,9 +117,11 @@ def classify(exc: BaseException) -> Kind:
             return ERROR_KINDS[name]
     if any(name in _CONNECTION_ERRORS for link in _chain(exc) for name in _names(link)):
         return Kind.SERVICE
+    if _raised_in(exc, _prefect_service_dirs()):  # Prefect's client or server gave up (a server that never came up)
+        return Kind.SERVICE
     # sluice's own checks raise a plain ValueError naming the setting and the fix; a ValueError from
     # inside pandas or pyarrow ("cannot insert item_id, already exists") is a case sluice did not handle.
-    if isinstance(exc, ValueError) and _raised_by_sluice(exc):
+    if isinstance(exc, ValueError) and _raised_in(exc, _SOURCE_DIRS):
         return Kind.INPUT
     return Kind.BUG
 
@@ -132,11 +144,17 @@ def _service_hint(exc: BaseException) -> str:
     if any(name.startswith("sluice.tracking:") for name in names):
         return "check that MLflow answers at registry.tracking_uri (or $MLFLOW_TRACKING_URI)"
     api = os.environ.get("PREFECT_API_URL", "")
-    if api and any(api.rstrip("/") in str(link) for link in _chain(exc)):
+    by_prefect = any(name.startswith("prefect.") for name in names) or _raised_in(exc, _prefect_service_dirs())
+    if api and (by_prefect or any(api.rstrip("/") in str(link) for link in _chain(exc))):
         return (
             f"the Prefect server at {api.removesuffix('/api')} is not answering: `sluice stop`, then run the same "
             "command again and sluice starts a fresh one (a $PREFECT_API_URL you set yourself must point at a "
             "running server)"
+        )
+    if by_prefect:
+        return (
+            "the temporary Prefect server of `--prefect ephemeral` did not answer: run without it (sluice starts "
+            "the home's own server), or give it longer with $PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
         )
     return "check that the service named above is running, then run the same command again"
 

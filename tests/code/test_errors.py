@@ -113,6 +113,22 @@ def test_an_unreachable_prefect_server_is_a_service_with_what_to_do(monkeypatch:
     assert "the Prefect server at http://127.0.0.1:4321 is not answering: `sluice stop`" in failure.hints[0]
 
 
+def test_a_prefect_server_that_never_came_up_is_a_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prefect
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # Raised where Prefect raises it: its ephemeral server's start-up in prefect/server/.
+    where = str(Path(prefect.__file__).parent / "server" / "api" / "server.py")
+    code = compile(
+        "raise RuntimeError('Timed out while attempting to connect to ephemeral Prefect API server.')", where, "exec"
+    )
+    with pytest.raises(RuntimeError) as timed_out:
+        exec(code)  # noqa: S102 (a fixed string)
+    failure = describe_failure(timed_out.value)
+    assert failure.kind is Kind.SERVICE and "--prefect ephemeral" in failure.hints[0]
+    assert classify(_raised(RuntimeError("a RuntimeError of anyone else's"))) is Kind.BUG
+
+
 def test_label_studio_hint_says_the_rerun_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
     from sluice.labelstudio import LabelStudioUnreachableError
 
