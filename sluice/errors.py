@@ -131,7 +131,7 @@ def is_retryable(exc: BaseException) -> bool:
     return classify(exc) not in (Kind.INPUT, Kind.GATE)
 
 
-def _service_hint(exc: BaseException) -> str:
+def _service_hint(exc: BaseException) -> str | None:
     names = {name for link in _chain(exc) for name in _names(link)}
     if any(name.startswith(("sluice.labelstudio:", "sluice.labelstudio_server:")) for name in names):
         resume = (
@@ -142,7 +142,7 @@ def _service_hint(exc: BaseException) -> str:
             return f"this run uses the server at $SLUICE_LABEL_STUDIO_URL: start that one, {resume}"
         return resume
     if any(name.startswith("sluice.tracking:") for name in names):
-        return "check that MLflow answers at registry.tracking_uri (or $MLFLOW_TRACKING_URI)"
+        return None  # its message names the tracking URI and the setting already
     api = os.environ.get("PREFECT_API_URL", "")
     by_prefect = any(name.startswith("prefect.") for name in names) or _raised_in(exc, _prefect_service_dirs())
     if api and (by_prefect or any(api.rstrip("/") in str(link) for link in _chain(exc))):
@@ -187,7 +187,8 @@ def describe_failure(exc: BaseException) -> Failure:
     if kind is Kind.GATE:
         return Failure(kind, f"a gate stopped the run: {text}")
     if kind is Kind.SERVICE:
-        return Failure(kind, text, [_service_hint(exc)])
+        hint = _service_hint(exc)
+        return Failure(kind, text, [hint] if hint else [])
     if kind is Kind.BUG:
         return Failure(
             kind,
