@@ -23,6 +23,8 @@ _SOURCE_DIRS = tuple(Path(__file__).resolve().parents[1] / name for name in ("sl
 
 
 class Kind(StrEnum):
+    """The four ways a command can fail."""
+
     INPUT = "bad input"
     GATE = "gate"
     SERVICE = "service"

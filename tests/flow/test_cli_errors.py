@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.fixture
-def user_env(tmp_path: Path) -> dict[str, str]:
+def user_env(prefect_server: None, tmp_path: Path) -> dict[str, str]:
     """A user's shell (no Prefect, MLflow or sluice settings) pointed at the session's Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
@@ -152,6 +152,7 @@ def test_bad_input_ends_once_with_one_clear_message(
         done = {name: pool.submit(_sluice, args, env, tmp_path) for name, (args, env, _) in runs.items()}
     for name, future in done.items():
         _check_case(name, CASES[name], future.result(), tmp_path, runs[name][2])
+    assert list((tmp_path / "user-home").iterdir()) == []  # the logs went under the project home
 
 
 def test_io_failures_are_retried_and_bad_input_is_not() -> None:
