@@ -114,7 +114,7 @@ def _folder(home: Home, annotation: AnnotationConfig) -> Path:
     return path
 
 
-@task(name="labelstudio-server", retries=2, retry_delay_seconds=[5, 15])
+@task(name="labelstudio-server", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=steps.retry_on_io)
 def open_labelstudio(config: PipelineConfig, home: Home) -> str:
     """The Label Studio URL: `$SLUICE_LABEL_STUDIO_URL`, else the project's own loopback server (started if needed)."""
     return os.environ.get(URL_ENV_VAR) or ensure_server(config.labelstudio, home).url
@@ -126,7 +126,7 @@ def check_label_config(config: PipelineConfig) -> LabelConfig:
     return load_label_config(config.resolve_path(annotation.label_config), config.labels.classes)
 
 
-@task(name="champion-suggestions", retries=2, retry_delay_seconds=[2, 10])
+@task(name="champion-suggestions", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=steps.retry_on_io)
 def champion_suggestions(config: PipelineConfig, tracking_uri: str, items: pd.DataFrame) -> pd.DataFrame | None:
     """Pre-annotations from the registry's `champion`, when there is one: item_id, label, score, model_version."""
     tracking.configure_tracking(tracking_uri)
@@ -204,7 +204,9 @@ def _simulated_payloads(
     )
 
 
-@task(name="sync-out", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800)
+@task(
+    name="sync-out", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800, retry_condition_fn=steps.retry_on_io
+)
 def sync_out(
     config: PipelineConfig,
     home: Home,
@@ -251,7 +253,9 @@ def sync_out(
     return project_id, review_id, result
 
 
-@task(name="sync-in", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800)
+@task(
+    name="sync-in", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800, retry_condition_fn=steps.retry_on_io
+)
 def sync_in(
     config: PipelineConfig, home: Home, url: str, project_id: int, review_id: int
 ) -> tuple[Path, str, list[dict[str, Any]], dict[int, str], pd.DataFrame]:
@@ -355,7 +359,13 @@ def measure_agreement(
     return report, heatmap
 
 
-@task(name="consensus-and-review-queue", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800)
+@task(
+    name="consensus-and-review-queue",
+    retries=2,
+    retry_delay_seconds=[5, 15],
+    timeout_seconds=1800,
+    retry_condition_fn=steps.retry_on_io,
+)
 def build_consensus(
     config: PipelineConfig,
     home: Home,

@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import get_client, get_run_logger, runtime, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from sluice import fingerprint, tracking
+from sluice import errors, fingerprint, tracking
 from sluice.config import PipelineConfig
 from sluice.home import Home
 from tasks import clean as clean_stage
@@ -65,6 +65,12 @@ def _key_validate_clean(_: object, p: dict[str, Any]) -> str | None:
 def _key_split(_: object, p: dict[str, Any]) -> str | None:
     config: PipelineConfig = p["config"]
     return _keyed("split", fingerprint.frame_hash(p["data"]), config.section_hash("split", "columns"), p["home"].root)
+
+
+def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry I/O failures; bad input and gates fail at once (a retry would repeat them)."""
+    error = state.result(raise_on_failure=False)
+    return not isinstance(error, BaseException) or errors.is_retryable(error)
 
 
 CACHED: dict[str, Any] = {"persist_result": True}
@@ -159,7 +165,7 @@ def prepare_demo_data(config: PipelineConfig, home: Home) -> Path:
     return demo_data.write_demo_data(config.demo.dataset, target, rows=config.demo.rows)
 
 
-@task(name="ingest", retries=1, retry_delay_seconds=2)
+@task(name="ingest", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
 def ingest(config: PipelineConfig, home: Home) -> ingest_stage.Snapshot:
     paths = ingest_stage.resolve_sources(config.source.path.format(home=home.root), base_dir=config.base_dir)
     snapshot = ingest_stage.ingest_files(paths, snapshot_root=home.snapshots, config=config.source)
@@ -395,7 +401,7 @@ def score_champion(
     return version, {k: float(v) for k, v in evaluate_predictions(y_true, proba, config.labels.classes).items()}
 
 
-@task(name="register", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=900)
+@task(name="register", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=900, retry_condition_fn=retry_on_io)
 def register(config: PipelineConfig, tracking_uri: str, record: dict[str, Any]) -> tracking.RegisteredVersion:
     tracking.configure_tracking(tracking_uri)
     version = tracking.log_training_run(**record)

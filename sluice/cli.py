@@ -6,14 +6,23 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice import cli_annotators, cli_ops
+from sluice.errors import EXIT_CODES, EXIT_INTERRUPTED, Kind, describe_failure
 from sluice.home import Home
+from sluice.runlog import CommandLog, open_command_log
+
+if TYPE_CHECKING:
+    from prefect.states import State
+
+    from sluice.config import PipelineConfig
 
 DEMO_CONFIG = "configs/rotten_tomatoes.yaml"
-EXIT_GATE = 2  # a gate (expectations, leakage, agreement, promotion) stopped the run
-EXIT_BAD_INPUT = 1
+RUN_COMMANDS = ("run", "demo")
+EXIT_BAD_INPUT = EXIT_CODES[Kind.INPUT]
+EXIT_GATE = EXIT_CODES[Kind.GATE]  # a gate (expectations, leakage, agreement) stopped the run
+EXIT_SERVICE = EXIT_CODES[Kind.SERVICE]  # Label Studio, MLflow or the Prefect server stopped answering
 
 
 def _prepare_environment(home: Home, *, prefect: str) -> None:
@@ -22,37 +31,33 @@ def _prepare_environment(home: Home, *, prefect: str) -> None:
         os.environ.setdefault(key, value)
     home.root.mkdir(parents=True, exist_ok=True)
     if prefect == "server" and not os.environ.get("PREFECT_API_URL"):
-        from sluice.services import ensure_prefect_server
+        from sluice.services import ensure_prefect_server, read_service
 
-        print("sluice: starting the local Prefect server (first time ~20 s)…", flush=True)
+        if read_service(home, "prefect") is None:
+            print("sluice: starting the local Prefect server (first time ~20 s)…", flush=True)
         server = ensure_prefect_server(home)
         os.environ["PREFECT_API_URL"] = f"{server.url}/api"
 
 
-def _gate_errors() -> tuple[type[BaseException], ...]:
-    from tasks.leakage import LeakageError
-    from tasks.validate import ExpectationGateError
-
-    errors: list[type[BaseException]] = [ExpectationGateError, LeakageError]
-    try:
-        from tasks.consensus import AgreementGateError
-
-        errors.append(AgreementGateError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-def _input_errors() -> tuple[type[BaseException], ...]:
+def _check_files(config: PipelineConfig) -> None:
+    """The files a config names must exist: a wrong path fails in a second, before any server starts."""
     from sluice.config import ConfigError
-    from sluice.tracking import TrackingError
-    from tasks.ingest import IngestError
-    from tasks.validate import SuiteFileError
 
-    return (ConfigError, IngestError, SuiteFileError, TrackingError, ValueError, FileNotFoundError)
+    named: dict[str, str | Path | None] = {
+        "expectations.raw_suite": config.expectations.raw_suite,
+        "expectations.clean_suite": config.expectations.clean_suite,
+    }
+    if config.annotation is not None and config.labels.source == "annotation":
+        named["annotation.label_config"] = config.annotation.label_config
+    for key, value in named.items():
+        if value and not config.resolve_path(value).is_file():
+            raise ConfigError(
+                f"{key} in {config.path} names {config.resolve_path(value)}, which does not exist; fix the path "
+                f"(a relative path starts at {config.base_dir})"
+            )
 
 
-def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
+def format_summary(result: dict[str, Any], *, prefect_url: str | None, log: str | None = None) -> str:
     """What the terminal says when a run ends: rows, expectations, splits, metrics, model, where to look."""
     rows = result["rows"]
     quarantined = ", ".join(f"{step} {n}" for step, n in rows["quarantined"].items()) or "none"
@@ -133,32 +138,59 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None) -> str:
     if docs:
         lines.append(f"    Data Docs    {docs}")
     lines.append(f"    run folder   {result['run_dir']}")
+    if log:
+        lines.append(f"    full log     {log}")
     lines.append("  the local Prefect server (and Label Studio) keep running for the UIs; `sluice stop` stops them")
     return "\n".join(lines)
 
 
-def _run(config: str, home: Home, *, prefect: str) -> int:
-    from sluice.config import ConfigError, load_config
+def _fail(exc: BaseException, log: CommandLog, *, prefect_url: str | None = None, hints: tuple[str, ...] = ()) -> int:
+    """End a command on `exc`: one message on the terminal, the traceback in the log file, the exit code."""
+    failure = describe_failure(exc)
+    failure.hints.extend(hints)
+    text = failure.render(log=log.display_path(), prefect_url=prefect_url)
+    log.record_failure(exc, text)
+    print(f"\n{text}", file=sys.stderr)
+    return failure.exit_code
 
-    try:  # a broken config fails in a second, before any server starts
-        load_config(config)
-    except ConfigError as exc:
-        print(f"sluice: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+
+def _prefect_ui() -> str | None:
+    api = os.environ.get("PREFECT_API_URL", "")
+    return api.removesuffix("/api") if api else None
+
+
+def _register_later(home: Home, config: PipelineConfig, flow_run_id: str) -> tuple[str, ...]:
+    """The `sluice register` command for a run whose model was kept locally because MLflow was down."""
+    run_dir = home.runs / config.name / flow_run_id
+    if not (run_dir / "pending" / "pending_registration.json").is_file():
+        return ()
+    return (f"the trained model and its reports are kept: `sluice register {run_dir}` logs them once MLflow answers",)
+
+
+def _run(config_path: str, home: Home, *, prefect: str, log: CommandLog) -> int:
+    from sluice.config import load_config
+
+    config = load_config(config_path)  # a broken config fails in a second, before any server starts
+    _check_files(config)
     _prepare_environment(home, prefect=prefect)
     from flows.pipeline import pipeline
 
-    gate_errors, input_errors = _gate_errors(), _input_errors()
-    try:
-        result = pipeline(config_path=config, home=str(home.root))
-    except gate_errors as exc:
-        print(f"\nsluice: a gate stopped the run: {exc}", file=sys.stderr)
-        return EXIT_GATE
-    except input_errors as exc:
-        print(f"\nsluice: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    api = os.environ.get("PREFECT_API_URL", "")
-    print(format_summary(result, prefect_url=api.removesuffix("/api") if api else None))
+    log.route_prefect()
+    state: State[dict[str, Any]] = pipeline(config_path=config_path, home=str(home.root), return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
+    ui = _prefect_ui()
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        if not isinstance(error, BaseException):
+            error = RuntimeError(f"the flow run ended in state {state.name}: {state.message}")
+        return _fail(
+            error,
+            log,
+            prefect_url=f"{ui}/runs/flow-run/{flow_run_id}" if ui else None,
+            hints=_register_later(home, config, flow_run_id),
+        )
+    result = state.result()
+    print(format_summary(result, prefect_url=ui, log=log.display_path()))
     return 0
 
 
@@ -190,6 +222,8 @@ def _review(args: argparse.Namespace, home: Home) -> int:
             reason=args.reason,
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+    except tracking.TrackingUnreachableError:
+        raise  # a service that went away, not bad input: main() says so
     except tracking.TrackingError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -231,6 +265,8 @@ def _register_pending(run_dir: Path, home: Home) -> int:
         record, uri = tracking.read_pending(folder)
         tracking.configure_tracking(os.environ.get("MLFLOW_TRACKING_URI") or uri)
         version = tracking.log_training_run(**record)
+    except tracking.TrackingUnreachableError:
+        raise  # a service that went away, not bad input: main() says so
     except tracking.TrackingError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -280,11 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    home = Home.resolve(args.home)
-    if args.command in ("run", "demo"):
-        return _run(args.config, home, prefect=args.prefect)
+def _dispatch(args: argparse.Namespace, home: Home, log: CommandLog) -> int:
+    if args.command in RUN_COMMANDS:
+        return _run(args.config, home, prefect=args.prefect, log=log)
     if args.command == "stop":
         return _stop(home)
     if args.command in ("promote", "reject"):
@@ -299,6 +333,22 @@ def main(argv: list[str] | None = None) -> int:
     if handled is not None:
         return handled
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one `sluice` command; its exit code (the README lists them)."""
+    args = build_parser().parse_args(argv)
+    home = Home.resolve(args.home)
+    is_run = args.command in RUN_COMMANDS
+    label = Path(args.config).stem if is_run else ""
+    with open_command_log(home, args.command, label=label, always=is_run) as log:
+        try:
+            return _dispatch(args, home, log)
+        except KeyboardInterrupt:
+            print("\nsluice: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # every failure ends as one message and an exit code; the traceback is logged
+            return _fail(exc, log, prefect_url=None)
 
 
 if __name__ == "__main__":

@@ -639,6 +639,13 @@ class LabelStudioClient:
                 # Only errors before the request was sent are retried: a POST is never doubled.
                 if attempt + 1 < self.tries:
                     time.sleep(self.backoff_s * 2**attempt)
+            except httpx.TransportError as exc:
+                # The server went away mid-request (stopped, crashed): the request may have been applied, so it
+                # is not repeated here; a rerun of the stage reads what is there first and sends only the rest.
+                raise LabelStudioUnreachableError(
+                    f"Label Studio at {self.url} stopped answering during a request ({type(exc).__name__}); "
+                    "start it with `sluice labelstudio start`"
+                ) from exc
             except ApiError as exc:
                 raise self._api_error(exc.status_code, exc.body) from None
         raise LabelStudioUnreachableError(

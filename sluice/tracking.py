@@ -28,6 +28,10 @@ class TrackingError(RuntimeError):
     """MLflow could not be reached or refused a write; the message says where and what to do."""
 
 
+class TrackingUnreachableError(TrackingError):
+    """MLflow did not answer (as opposed to answering no): a service that went away, not bad input."""
+
+
 @dataclass
 class RegisteredVersion:
     model_name: str
@@ -82,7 +86,7 @@ def _absent(exc: Exception) -> bool:
 
 
 def _unreachable(exc: Exception) -> TrackingError:
-    return TrackingError(
+    return TrackingUnreachableError(
         f"MLflow at {_mlflow().get_tracking_uri()} could not be reached or refused ({type(exc).__name__}: "
         f"{str(exc)[:300]}). Check registry.tracking_uri / MLFLOW_TRACKING_URI."
     )
@@ -103,7 +107,7 @@ def ensure_experiment(name: str, *, artifacts_dir: Path | None) -> str:
         location = artifacts_dir.as_uri() if artifacts_dir else None
         return str(client.create_experiment(name, artifact_location=location))
     except Exception as exc:  # MlflowException, requests errors, sqlite errors: all mean "cannot write"
-        raise TrackingError(
+        raise TrackingUnreachableError(
             f"MLflow at {mlflow.get_tracking_uri()} refused or could not be reached ({type(exc).__name__}: "
             f"{str(exc)[:300]}). Check registry.tracking_uri / MLFLOW_TRACKING_URI; the trained model and "
             "reports are kept under the project home: log them later with `sluice register <run folder>`."
@@ -343,6 +347,8 @@ def review_version(model_name: str, version: str, *, action: str, reviewer: str,
     try:
         current = client.get_model_version(model_name, version)
     except Exception as exc:
+        if not _absent(exc):
+            raise _unreachable(exc) from exc
         raise TrackingError(f"model {model_name!r} has no version {version!r}: {exc}") from None
     set_version_tags(
         model_name,

@@ -128,7 +128,10 @@ def load_suite(path: Path) -> dict[str, Any]:
         SuiteFileError: the file is missing or not a suite.
     """
     if not path.is_file():
-        raise SuiteFileError(f"expectation suite {path} does not exist; fix validate.*_suite in the pipeline config.")
+        raise SuiteFileError(
+            f"expectation suite {path} does not exist; fix expectations.raw_suite or expectations.clean_suite "
+            "in the pipeline config."
+        )
     try:
         suite = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

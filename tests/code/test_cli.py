@@ -67,3 +67,45 @@ def test_configuring_tracking_leaves_the_users_environment_alone(
     import os
 
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///users-choice.db"
+
+
+def test_other_commands_end_bad_input_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--home", str(tmp_path / "home"), "register", str(tmp_path / "no-such-run")])
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"sluice: {tmp_path / 'no-such-run' / 'pending'} holds no pending registration "
+        "(pending_registration.json is missing)."
+    ]
+
+
+def test_a_bug_is_called_a_bug_with_the_traceback_in_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice import cli
+
+    def broken(home: object) -> int:
+        return {"a": 1}["b"]
+
+    monkeypatch.setattr(cli, "_stop", broken)
+    assert main(["--home", str(tmp_path / "home"), "stop"]) == 4
+    err = capsys.readouterr().err
+    assert "sluice: internal error: KeyError: 'b'" in err and "bug in sluice" in err and "Traceback" not in err
+    (log,) = (tmp_path / "home" / "logs").glob("stop-*.log")
+    assert f"full log: {log}" in err
+    assert "Traceback (most recent call last)" in log.read_text() and "KeyError: 'b'" in log.read_text()
+
+
+def test_a_model_kept_while_mlflow_was_down_gets_its_register_command(tmp_path: Path) -> None:
+    from sluice.cli import _register_later
+    from sluice.config import load_config
+    from sluice.home import Home
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "rotten_tomatoes_labelled.yaml")
+    home = Home(tmp_path / "home")
+    assert _register_later(home, config, "run-1") == ()
+    pending = home.runs / config.name / "run-1" / "pending"
+    pending.mkdir(parents=True)
+    (pending / "pending_registration.json").write_text("{}")
+    (hint,) = _register_later(home, config, "run-1")
+    assert f"`sluice register {home.runs / config.name / 'run-1'}`" in hint

@@ -56,6 +56,7 @@ def test_cli_run_prints_the_summary_gates_exit_2_and_home_stays_clean(
         assert stopped.returncode == 2
         assert "a gate stopped the run: expectation suite rotten_tomatoes_clean" in stopped.stderr
         assert 'expect_column_values_to_not_be_null("movie_name")' in stopped.stderr
+        assert "Traceback" not in stopped.stderr and "  full log: " in stopped.stderr  # the traceback is in the log
     finally:
         _run(["stop"], env)
     assert sorted(str(p.relative_to(user_home)) for p in user_home.rglob("*")) == []
