@@ -45,6 +45,8 @@ ERROR_KINDS: dict[str, Kind] = {
     "tasks.label_config:LabelConfigError": Kind.INPUT,
     "tasks.labels:LabelError": Kind.INPUT,
     "tasks.annotations:EmptyExportError": Kind.INPUT,
+    "tasks.annotations:GoldFileError": Kind.INPUT,
+    "sluice.annotators:AnnotatorError": Kind.INPUT,
     "tasks.demo_data:DemoDataError": Kind.INPUT,
     "sluice.labelstudio:LabelStudioAuthError": Kind.INPUT,
     "sluice.secrets:SecretError": Kind.INPUT,
