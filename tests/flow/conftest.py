@@ -12,6 +12,13 @@ import yaml
 from sluice.home import Home
 
 REPO = Path(__file__).resolve().parents[2]
+# Config fields naming files in the repository, made absolute in a test's copy of a config.
+_REPO_PATHS = (
+    ("expectations", "raw_suite"),
+    ("expectations", "clean_suite"),
+    ("annotation", "gold"),
+    ("annotation", "label_config"),
+)
 
 
 @pytest.fixture
@@ -35,10 +42,10 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
                 node = node.setdefault(key, {})
             node[leaf] = value
         path = tmp_path / f"{base}-test-{len(list(tmp_path.glob('*-test-*.yaml')))}.yaml"  # one file per call
-        for key in ("raw_suite", "clean_suite"):  # the copy lives outside the repository
-            suite = raw.get("expectations", {}).get(key)
-            if suite and not Path(suite).is_absolute():
-                raw["expectations"][key] = str(REPO / suite)
+        for section, key in _REPO_PATHS:  # the copy lives outside the repository
+            value = (raw.get(section) or {}).get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                raw[section][key] = str(REPO / value)
         path.write_text(yaml.safe_dump(raw))
         return path
 
