@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sluice import cli_annotators, cli_ops
+from sluice import cli_annotators, cli_init, cli_ops
 from sluice.errors import EXIT_CODES, EXIT_INTERRUPTED, Kind, describe_failure
 from sluice.home import Home
 from sluice.runlog import CommandLog, open_command_log
@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("run_dir", help="the run folder printed by the failed run (holds pending/)")
     cli_ops.add_commands(sub)
     cli_annotators.add_commands(sub)
+    cli_init.add_commands(sub)
     return parser
 
 
@@ -330,6 +331,8 @@ def _dispatch(args: argparse.Namespace, home: Home, log: CommandLog) -> int:
     handled = cli_ops.handle(args, home)
     if handled is None:
         handled = cli_annotators.handle(args, home)
+    if handled is None:
+        handled = cli_init.handle(args, home)
     if handled is not None:
         return handled
     raise AssertionError(f"unhandled command {args.command}")

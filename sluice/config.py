@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sluice.labelstudio_server import LabelStudioSettings
 from tasks.annotations import AnnotationConfig
 from tasks.clean import CleanConfig
 from tasks.columns import LABEL
 from tasks.consensus import ConsensusConfig
+from tasks.demo_data import DATASETS
 from tasks.ingest import SourceConfig
 from tasks.labels import LabelsConfig
 from tasks.promotion import PromotionConfig
@@ -84,9 +85,17 @@ class DemoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: Literal["rotten_tomatoes", "make_classification"]
+    dataset: str
+    """A data set of `tasks.demo_data.DATASETS` (`sluice data list`)."""
     rows: int | None = None
     """Keep only the first N rows (a quick run); None keeps all."""
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"unknown demo dataset {value!r}; choose one of {', '.join(DATASETS)}")
+        return value
 
 
 # split.<field> -> columns.<role>: the split takes its column roles from `columns:`.
@@ -210,7 +219,10 @@ class PipelineConfig(BaseModel):
 
 
 def _project_root(config_path: Path) -> Path:
-    for parent in config_path.resolve().parents:
+    resolved = config_path.resolve()
+    if resolved.parent.name == "configs":  # the folder holding configs/ (what `sluice init` writes)
+        return resolved.parent.parent
+    for parent in resolved.parents:
         if (parent / "pyproject.toml").is_file() or (parent / "prefect.yaml").is_file():
             return parent
     return config_path.resolve().parent

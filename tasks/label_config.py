@@ -209,3 +209,23 @@ def _check_classes(values: list[str], classes: Sequence[str], source: str | Path
             f"missing {missing}, extra {extra}. Fix: make the choice values in {source} equal the "
             "classes, or change the classes in the annotate config"
         )
+
+
+def build_label_config(
+    classes: Sequence[str], *, object_type: str = "Text", data_key: str = "text", question: str | None = None
+) -> str:
+    """A single-choice labelling config for `classes` over one object tag, checked like any other config."""
+    root = ET.Element("View")
+    ET.SubElement(root, "Header", {"value": question or f"Which of {len(classes)} classes is this?"})
+    ET.SubElement(root, object_type, {"name": data_key, "value": f"${data_key}"})
+    choices = ET.SubElement(
+        root,
+        "Choices",
+        {"name": "label", "toName": data_key, "choice": "single", "showInLine": "true", "required": "true"},
+    )
+    for value in classes:
+        ET.SubElement(choices, "Choice", {"value": value})
+    ET.indent(root)
+    xml = ET.tostring(root, encoding="unicode") + "\n"
+    parse_label_config(xml, classes, source="the drafted label config")
+    return xml
