@@ -13,9 +13,8 @@ import pytest
 from sluice.config import load_config
 from sluice.home import Home
 from tasks.clean import clean_frame
-from tasks.demo_data import amazon_reviews_frame, demo_dataset, write_demo_data
+from tasks.demo_data import demo_dataset, write_demo_data
 from tasks.ingest import SourceConfig, ingest_files
-from tasks.leakage import leakage_report
 from tasks.profile import Roles, draft_pipeline, read_data, write_draft
 from tasks.validate import validate_frame
 
@@ -65,12 +64,3 @@ def test_drafted_suites_pass_on_their_data_and_quarantine_the_unseen(
     assert outcome.success and len(gated) == len(cleaned.data)  # every profiled row passes the gate
     assert outcome.quarantine["item_id"].tolist() == ["planted"]
     assert f'("{column}")' in outcome.quarantine["reason"].iloc[0]
-
-
-def test_the_packages_own_train_test_split_of_fine_food_reviews_leaks_seven_reviews() -> None:
-    frame = amazon_reviews_frame()
-    package_split = pd.Series(["train"] * 4000 + ["test"] * 1000, index=frame.index)  # training_data, testing_data
-    report = leakage_report(frame, package_split, text_col="review", group_col="product", label_col="score")
-    exact = report.check("exact_duplicates")
-    assert not exact.passed and exact.details["clusters_across_splits"] == 7
-    assert report.check("group_overlap").passed  # the copies sit under different products: grouping alone misses them
