@@ -22,14 +22,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--labels-from annotation also label_config/NAME.xml. Then: sluice run --config configs/NAME.yaml",
     )
     init.add_argument("data", nargs="+", help="the data: a file, a folder or a quoted glob such as 'data/*.csv'")
-    init.add_argument("--name", required=True, help="the data set's name: lowercase letters, digits, _ and -")
-    init.add_argument("--label", required=True, help="the column of classes to predict")
-    init.add_argument("--text", help="a text column to learn from (model: hashed n-gram bag)")
-    init.add_argument("--image", help="a column naming image files to learn from (model: CNN)")
-    init.add_argument("--features", nargs="+", help="tabular feature columns (default: numeric and low-cardinality)")
-    init.add_argument("--group", help="rows of one group never straddle train/val/test (split: group)")
-    init.add_argument("--time", help="a date or time column: train < val < test in time (split: temporal)")
-    init.add_argument("--id", help="a column of unique row ids (default: ids from each row's content)")
+    init.add_argument(
+        "--name", required=True, metavar="NAME", help="the data set's name: lowercase letters, digits, _ and -"
+    )
+    init.add_argument("--label", metavar="COL", required=True, help="the column of classes to predict")
+    init.add_argument("--text", metavar="COL", help="a text column to learn from (model: hashed n-gram bag)")
+    init.add_argument("--image", metavar="COL", help="a column naming image files to learn from (model: CNN)")
+    init.add_argument(
+        "--features", metavar="COL", nargs="+", help="tabular feature columns (default: numeric and low-cardinality)"
+    )
+    init.add_argument("--group", metavar="COL", help="rows of one group never straddle train/val/test (split: group)")
+    init.add_argument(
+        "--time", metavar="COL", help="a date or time column: train < val < test in time (split: temporal)"
+    )
+    init.add_argument("--id", metavar="COL", help="a column of unique row ids (default: ids from each row's content)")
     init.add_argument(
         "--labels-from",
         choices=["column", "annotation"],

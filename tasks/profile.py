@@ -248,32 +248,11 @@ def check_roles(profile: DataProfile, roles: Roles, *, name: str) -> Roles:
             f"--name {name!r} must be lowercase letters, digits, '_' or '-', starting with a letter or digit "
             f"(it names configs/{name}.yaml and the registered model); e.g. --name {_suggest_name(name)}"
         )
-    available = ", ".join(profile.columns)
-    for option, column in roles.named().items():
-        if column not in profile.columns:
-            raise ProfileError(
-                f'column "{column}" ({option}) is not in {profile.where()}; available columns: {available}. '
-                f"Pass one of them to {option.split()[0]}."
-            )
-    label = profile.columns[roles.label]
-    # Each class needs examples: more distinct values than half the rows is an id or a free text, not classes.
-    if label.distinct < 2 or label.distinct > min(MAX_CLASSES, max(label.rows // 2, 2)):
-        raise ProfileError(
-            f'column "{roles.label}" (--label) has {label.distinct} distinct values in {profile.where()}; a label '
-            f"column holds 2 to {MAX_CLASSES} classes. Pass the column of classes to --label."
-        )
-    if roles.time and profile.columns[roles.time].kind not in ("datetime", "integer", "float"):
-        raise ProfileError(
-            f'column "{roles.time}" (--time) holds {profile.columns[roles.time].kind}, not dates or numbers, in '
-            f"{profile.where()}; write it as ISO dates (2024-01-31) or pass another column to --time."
-        )
-    if roles.labels_from == "annotation" and not roles.text:
-        raise ProfileError(
-            "--labels-from annotation needs --text: the annotation stage sends each item's text to Label Studio."
-        )
+    _check_columns(profile, roles)
+    _check_combination(roles)
     if roles.task != "tabular" or roles.features:
         return roles
-    taken = {c for c in roles.named().values()}
+    taken = set(roles.named().values())
     features = tuple(
         c.name
         for c in profile.columns.values()
@@ -283,9 +262,51 @@ def check_roles(profile: DataProfile, roles: Roles, *, name: str) -> Roles:
         raise ProfileError(
             f"nothing to learn from in {profile.where()}: no --text, --image or --features, and no numeric or "
             f"low-cardinality column besides the roles. Pass --text COL, --image COL or --features COL ... "
-            f"(columns: {available})."
+            f"(columns: {', '.join(profile.columns)})."
         )
     return dataclasses.replace(roles, features=features)
+
+
+def _check_columns(profile: DataProfile, roles: Roles) -> None:
+    """Every named column exists and fits its role."""
+    for option, column in roles.named().items():
+        if column not in profile.columns:
+            raise ProfileError(
+                f'column "{column}" ({option}) is not in {profile.where()}; available columns: '
+                f"{', '.join(profile.columns)}. Pass one of them to {option.split()[0]}."
+            )
+    label = profile.columns[roles.label]
+    # Each class needs examples: more distinct values than half the rows is an id or a free text, not classes.
+    most = min(MAX_CLASSES, max(label.rows // 2, 2))
+    if not 2 <= label.distinct <= most:
+        raise ProfileError(
+            f'column "{roles.label}" (--label) has {label.distinct} distinct values in {profile.where()}; a label '
+            f"column of {label.rows} rows holds 2 to {most} classes. Pass the column of classes to --label."
+        )
+    if roles.time and profile.columns[roles.time].kind not in ("datetime", "integer", "float"):
+        raise ProfileError(
+            f'column "{roles.time}" (--time) holds {profile.columns[roles.time].kind}, not dates or numbers, in '
+            f"{profile.where()}; write it as ISO dates (2024-01-31) or pass another column to --time."
+        )
+
+
+def _check_combination(roles: Roles) -> None:
+    """The roles make one model: one kind of input, no label among the features, annotation on text."""
+    if roles.features and (roles.text or roles.image):
+        raise ProfileError(
+            f"--features is for tabular data; with --{'text' if roles.text else 'image'} the model reads that "
+            "column alone. Drop --features, or drop --text/--image to train on the features."
+        )
+    overlap = sorted(c for c in set(roles.features) & {roles.label, roles.group, roles.time, roles.id} if c)
+    if overlap:
+        raise ProfileError(
+            f"--features names {', '.join(overlap)}, which --label/--group/--time/--id already use; a model "
+            "must not read its label, and groups, times and ids do not generalise."
+        )
+    if roles.labels_from == "annotation" and not roles.text:
+        raise ProfileError(
+            "--labels-from annotation needs --text: the annotation stage sends each item's text to Label Studio."
+        )
 
 
 def _suggest_name(name: str) -> str:

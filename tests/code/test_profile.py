@@ -161,6 +161,8 @@ def test_init_never_overwrites_without_force(tmp_path: Path) -> None:
         (Roles(label="review"), r'column "review" \(--label\) has 60 distinct values'),
         (Roles(label="sentiment", time="shop"), r'column "shop" \(--time\) holds text, not dates'),
         (Roles(label="sentiment", labels_from="annotation"), r"--labels-from annotation needs --text"),
+        (Roles(label="sentiment", text="review", features=("stars",)), r"--features is for tabular data"),
+        (Roles(label="sentiment", features=("stars", "sentiment")), r"--features names sentiment, which --label"),
     ],
 )
 def test_bad_roles_name_the_column_and_the_fix(tmp_path: Path, roles: Roles, message: str) -> None:
