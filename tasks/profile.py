@@ -407,11 +407,6 @@ def _config(
     if task == "tabular":
         columns_section["features"] = list(roles.features)
     split: dict[str, Any] = {"strategy": strategy, "ratios": [0.8, 0.1, 0.1], "seed": 42}
-    # The split section repeats the column its strategy needs: SplitConfig checks it at load time.
-    if strategy == "group":
-        split["group_col"] = roles.group
-    if strategy == "temporal":
-        split["time_col"] = roles.time
     if roles.id:
         source["id_column"] = roles.id
     majority = max(classes.values()) / sum(classes.values())
