@@ -74,6 +74,7 @@ class Roles:
 
     @property
     def task(self) -> Task:
+        """What the model learns from: an image column, else a text column, else tabular features."""
         if self.image:
             return "image"
         return "text" if self.text else "tabular"
@@ -112,9 +113,11 @@ class DataProfile:
 
     @property
     def rows(self) -> int:
+        """Data rows read (malformed lines not counted)."""
         return len(self.frame)
 
     def where(self) -> str:
+        """The files' names, for messages (the first three)."""
         return ", ".join(f.name for f in self.files[:3]) + (
             f" and {len(self.files) - 3} more" if len(self.files) > 3 else ""
         )
@@ -572,8 +575,7 @@ def _inferred(profile: DataProfile, roles: Roles, config: dict[str, Any], classe
         f"Drafted by `sluice init` from {profile.where()}: {profile.rows:,} rows, {len(profile.columns)} columns"
         + (f", {profile.malformed} malformed lines" if profile.malformed else "")
         + ".",
-        f"labels: from {roles.labels_from} {roles.label}; classes "
-        + ", ".join(f"{k} ({v})" for k, v in classes.items()),
+        f"labels: from {roles.labels_from} {roles.label}; classes {describe_classes(classes)}",
         f"train: task {train['task']}, architecture {train['architecture']} (from the column roles)",
         f"split: {split['strategy']}"
         + (f" on {roles.time}" if roles.time else f" by {roles.group}" if roles.group else " on the label")
@@ -641,5 +643,5 @@ def source_path_for(data: str, *, root: Path, home: Path) -> str:
 
 def describe_classes(classes: dict[str, int], limit: int = 12) -> str:
     """Classes with their row counts, the first `limit` of them."""
-    shown = [f"{k} {v:,}" for k, v in list(classes.items())[:limit]]
+    shown = [f"{k} ({v:,})" for k, v in list(classes.items())[:limit]]
     return ", ".join(shown) + (f", … ({len(classes)} classes)" if len(classes) > limit else "")
