@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from tasks.clean import CleanConfig, clean_frame
+from tasks.columns import ADDED, ITEM_ID, RESERVED_PREFIX, reserved_columns
 from tasks.ingest import IngestError, SourceConfig, describe_source, read_source, resolve_sources
 from tasks.label_config import build_label_config
 
@@ -35,7 +36,6 @@ MIN_CLEAN_ROWS = 100
 """The clean gate's row-count floor (lower when the profiled data itself has fewer rows)."""
 _IMAGE_SUFFIX = r"(?i)\.(?:png|jpe?g|gif|bmp|tiff?|webp)$"  # no capturing group: pandas warns on those
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_STAND_IN_ID = "item_id"
 
 Kind = Literal["integer", "float", "boolean", "datetime", "text"]
 Task = Literal["text", "tabular", "image"]
@@ -182,6 +182,12 @@ def read_data(pattern: str, *, base_dir: Path, source: SourceConfig) -> DataProf
     for path in paths:
         described = describe_source(path, source)
         frame, bad = read_source(path, described.format, source)
+        if reserved := reserved_columns(frame.columns):
+            raise ProfileError(
+                f'{path} has column "{reserved[0]}", but names starting with {RESERVED_PREFIX!r} are reserved for '
+                f"the columns sluice adds ({', '.join(ADDED[1:])}); rename it in the file "
+                f'(e.g. "{reserved[0].removeprefix(RESERVED_PREFIX)}").'
+            )
         if frame.empty and not bad:
             raise ProfileError(
                 f"{path} has no data rows (only a header?); fill it or point sluice init at another file."
@@ -253,6 +259,13 @@ def check_roles(profile: DataProfile, roles: Roles, *, name: str) -> Roles:
         )
     _check_columns(profile, roles)
     _check_combination(roles)
+    if ITEM_ID in profile.columns:
+        if roles.id not in (None, ITEM_ID):
+            raise ProfileError(
+                f'{profile.where()} has a column "{ITEM_ID}", which is sluice\'s id column, but --id is '
+                f'"{roles.id}"; drop --id to use "{ITEM_ID}" as the id, or rename the {ITEM_ID} column in the file.'
+            )
+        roles = dataclasses.replace(roles, id=ITEM_ID)  # a source column named item_id is the id
     if roles.task != "tabular" or roles.features:
         return roles
     taken = set(roles.named().values())
@@ -380,11 +393,11 @@ def draft_clean(roles: Roles) -> dict[str, Any]:
 
 def _cleaned(frame: pd.DataFrame, clean: dict[str, Any]) -> pd.DataFrame:
     """The rows the drafted clean stage keeps, with the source's columns only."""
-    if _STAND_IN_ID in frame.columns:  # the source's own id column serves
+    if ITEM_ID in frame.columns:  # the source's own id column serves
         return clean_frame(frame, CleanConfig.model_validate(clean)).data
     # The clean stage names the kept copy of a duplicate by its item id: stand-ins, dropped again after.
-    with_ids = frame.assign(**{_STAND_IN_ID: [f"{i:016x}" for i in range(len(frame))]})
-    return clean_frame(with_ids, CleanConfig.model_validate(clean)).data.drop(columns=[_STAND_IN_ID])
+    with_ids = frame.assign(**{ITEM_ID: [f"{i:016x}" for i in range(len(frame))]})
+    return clean_frame(with_ids, CleanConfig.model_validate(clean)).data.drop(columns=[ITEM_ID])
 
 
 _TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -460,8 +473,8 @@ def draft_raw_suite(profile: DataProfile, roles: Roles, *, name: str) -> dict[st
     """Structure of the raw snapshot: rows, every column, unique ids, the columns that had no nulls."""
     expectations = [_expectation("expect_table_row_count_to_be_between", min_value=1)]
     expectations += [_expectation("expect_column_to_exist", column=c) for c in profile.columns]
-    expectations.append(_expectation("expect_column_values_to_be_unique", column="item_id"))
-    if roles.id:
+    expectations.append(_expectation("expect_column_values_to_be_unique", column=ITEM_ID))
+    if roles.id and roles.id != ITEM_ID:
         expectations.append(_expectation("expect_column_values_to_be_unique", column=roles.id))
     for column in profile.columns.values():
         if column.nulls == 0:
@@ -494,9 +507,9 @@ def draft_clean_suite(cleaned: pd.DataFrame, roles: Roles, *, name: str, clean: 
     columns = profile_frame(cleaned)
     expectations = [
         _expectation("expect_table_row_count_to_be_between", min_value=min(MIN_CLEAN_ROWS, len(cleaned))),
-        _expectation("expect_column_values_to_be_unique", column="item_id"),
+        _expectation("expect_column_values_to_be_unique", column=ITEM_ID),
     ]
-    for unique in [roles.id, *clean.get("dedupe_on", [])]:
+    for unique in [roles.id if roles.id != ITEM_ID else None, *clean.get("dedupe_on", [])]:
         if unique:
             expectations.append(_expectation("expect_column_values_to_be_unique", column=unique))
     free = {roles.text, roles.group, roles.time, roles.id, roles.image}

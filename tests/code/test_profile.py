@@ -171,6 +171,24 @@ def test_bad_roles_name_the_column_and_the_fix(tmp_path: Path, roles: Roles, mes
         draft_pipeline(data, roles, name="r", source_path="reviews.csv")
 
 
+def test_a_source_item_id_column_is_the_id(tmp_path: Path) -> None:
+    data = _profiled(tmp_path, _reviews().assign(item_id=[f"r{i}" for i in range(60)]))
+    draft = draft_pipeline(data, Roles(label="sentiment", group="shop"), name="r", source_path="reviews.csv")
+    assert draft.config["source"]["id_column"] == "item_id"
+    assert "item_id" not in draft.config["columns"]["features"]
+    uniques = [e for e in draft.clean_suite["expectations"] if e["type"] == "expect_column_values_to_be_unique"]
+    assert [e["kwargs"]["column"] for e in uniques] == ["item_id"]
+    with pytest.raises(ProfileError, match=r'has a column "item_id", which is sluice\'s id column, but --id is "shop"'):
+        draft_pipeline(data, Roles(label="sentiment", text="review", id="shop"), name="r", source_path="reviews.csv")
+
+
+def test_reserved_column_names_are_refused_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(
+        ProfileError, match=r'reviews.csv has column "sluice_label".*rename it in the file \(e.g. "label"\)'
+    ):
+        _profiled(tmp_path, _reviews().rename(columns={"sentiment": "sluice_label"}))
+
+
 def test_nothing_to_learn_from_is_named(tmp_path: Path) -> None:
     frame = pd.DataFrame({"text": [f"t{i}" for i in range(20)], "y": ["a", "b"] * 10})
     data = _profiled(tmp_path, frame)

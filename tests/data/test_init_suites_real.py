@@ -13,6 +13,7 @@ import pytest
 from sluice.config import load_config
 from sluice.home import Home
 from tasks.clean import clean_frame
+from tasks.columns import ITEM_ID, SOURCE_FILE, SOURCE_ROW
 from tasks.demo_data import demo_dataset, write_demo_data
 from tasks.ingest import SourceConfig, ingest_files
 from tasks.profile import Roles, draft_pipeline, read_data, write_draft
@@ -53,7 +54,7 @@ def test_drafted_suites_pass_on_their_data_and_quarantine_the_unseen(
     cleaned = clean_frame(raw, config.clean)
 
     row, column = PLANTED[dataset]
-    planted = pd.DataFrame([row | {"item_id": "planted", "source_file": path.name, "source_row": -1}])
+    planted = pd.DataFrame([row | {ITEM_ID: "planted", SOURCE_FILE: path.name, SOURCE_ROW: -1}])
     gated, outcome = validate_frame(
         pd.concat([cleaned.data, planted.astype(cleaned.data.dtypes.to_dict())], ignore_index=True),
         config.resolve_path(config.expectations.clean_suite or ""),
