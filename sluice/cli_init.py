@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from sluice.errors import EXIT_CODES, Kind
 from sluice.home import Home
 
 COMMANDS = ("init", "data")
-EXIT_BAD_INPUT = 1
+EXIT_BAD_INPUT = EXIT_CODES[Kind.INPUT]
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -135,7 +136,8 @@ def _data(args: argparse.Namespace, home: Home) -> int:
         return EXIT_BAD_INPUT
     images = path.parent / "images"
     extra = f" (and the image files under {_shown(images)}/)" if spec.frame is None and images.is_dir() else ""
-    _say(f"sluice: wrote {_shown(path)}{extra}: {spec.description}")
+    part = f" (the first {args.rows:,} rows)" if args.rows else ""
+    _say(f"sluice: wrote {_shown(path)}{extra}: {spec.description}{part}")
     _say("  next: draft a config for it")
     _say(f"    {spec.init_command(Path(_shown(path)))}")
     return 0

@@ -48,6 +48,7 @@ ERROR_KINDS: dict[str, Kind] = {
     "tasks.annotations:GoldFileError": Kind.INPUT,
     "sluice.annotators:AnnotatorError": Kind.INPUT,
     "tasks.demo_data:DemoDataError": Kind.INPUT,
+    "tasks.profile:ProfileError": Kind.INPUT,
     "sluice.labelstudio:LabelStudioAuthError": Kind.INPUT,
     "sluice.secrets:SecretError": Kind.INPUT,
     "sluice.deploy:DeployError": Kind.INPUT,

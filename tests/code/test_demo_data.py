@@ -20,7 +20,7 @@ def test_data_write_prints_where_the_file_went_and_the_init_command(
     assert main(["--home", str(tmp_path / ".sluice"), "data", "write", "seattle_weather", "--rows", "30"]) == 0
     out = capsys.readouterr().out
     written = tmp_path / ".sluice" / "raw" / "seattle_weather" / "seattle_weather.csv"
-    assert f"wrote {written.relative_to(tmp_path)}" in out
+    assert f"wrote {written.relative_to(tmp_path)}" in out and "(the first 30 rows)" in out
     assert f"sluice init {written.relative_to(tmp_path)} --name seattle_weather --label weather --time date" in out
     frame = pd.read_csv(written)
     assert len(frame) == 30 and frame["date"].iloc[0] == "2012-01-01"  # ISO dates, as a user's file has them
