@@ -221,6 +221,7 @@ def test_label_studio_stopped_during_sync_out_ends_clearly_and_the_rerun_resumes
         annotation__label_config=str(REPO / "label_config" / "text_classification.xml"),
         annotation__project_identifier=identifier,
         annotation__simulate=False,
+        annotation__gold=None,  # gold items are tasks too; this test counts the data's items only
         annotation__batch_size=1,  # one request per item: the server goes away part of the way through
         registry__model_name="rt-outage",
     )
