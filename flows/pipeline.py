@@ -185,12 +185,11 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- identical inputs: report the existing version, train nothing ----------------------------------
     code_version = fingerprint.code_version()
-    key = input_key(
-        snapshot=snapshot.snapshot_id,
+    key = training_key(
+        config,
+        snapshot_id=snapshot.snapshot_id,
         labels=_labels_hash(labelled),
-        config=config.section_hash(*_TRAINING_SECTIONS),
         code=code_version,
-        packages=fingerprint.package_versions(),
         split_manifest=split.manifest_hash,
     )
     existing = steps.find_existing(config, tracking_uri, key)
@@ -364,6 +363,18 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
 _TRAINING_SECTIONS = ("source", "columns", "clean", "expectations", "labels", "split", "train", "tuning")
 """The config sections that shape the trained model (the idempotency key); tuning's grid or trials included."""
+
+
+def training_key(config: PipelineConfig, *, snapshot_id: str, labels: str, code: str, split_manifest: str) -> str:
+    """The idempotency key of a training: the same key reports the existing version instead of a new one."""
+    return input_key(
+        snapshot=snapshot_id,
+        labels=labels,
+        config=config.section_hash(*_TRAINING_SECTIONS),
+        code=code,
+        packages=fingerprint.package_versions(),
+        split_manifest=split_manifest,
+    )
 
 
 def _existing_summary(existing: tracking.RegisteredVersion) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
+from sluice.config import PipelineConfig
 from tasks.columns import SPLIT
 from tasks.model_card import CardInputs, build_model_card, review_summary
 from tasks.promotion import (
@@ -152,6 +155,35 @@ def test_input_key_changes_with_any_input() -> None:
     base = {"snapshot": "s", "labels": "l", "config": "c", "code": "v", "packages": "p", "split_manifest": "m"}
     keys = {input_key(**(base | {k: "other"})) for k in base} | {input_key(**base)}
     assert len(keys) == len(base) + 1
+
+
+def test_the_pipelines_training_key_sees_tuning_and_installed_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.pipeline import training_key
+    from sluice import fingerprint
+    from sluice.config import parse_config
+
+    def config(**tuning: object) -> PipelineConfig:
+        raw = {
+            "name": "keyed",
+            "source": {"path": "unused.csv"},
+            "labels": {"source": "column", "column": "y", "classes": ["a", "b"]},
+            "registry": {"model_name": "keyed"},
+            "tuning": {"method": "grid", "grid": {"lr": [0.01]}} | tuning,
+        }
+        return parse_config(raw, base_dir=tmp_path)
+
+    def key(cfg: PipelineConfig) -> str:
+        return training_key(cfg, snapshot_id="s", labels="l", code="c", split_manifest="m")
+
+    base = key(config())
+    assert key(config()) == base  # identical inputs: the existing version is found again
+    assert key(config(grid={"lr": [0.02]})) != base  # a new grid trains another model
+    assert key(config(method="optuna", n_trials=3)) != key(config(method="optuna", n_trials=5))
+    assert training_key(config(), snapshot_id="s", labels="l", code="c", split_manifest="other") != base
+    monkeypatch.setattr(fingerprint, "package_versions", lambda: "torch==9.9")
+    assert key(config()) != base  # a new torch or pandas is another model too
 
 
 def _card(**overrides: object) -> CardInputs:
