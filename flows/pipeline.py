@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,16 @@ from prefect import flow, get_run_logger, runtime
 
 from flows import steps
 from flows.annotate import AnnotationOutcome, annotate_items
+from flows.review import request_review
 from sluice import fingerprint, tracking
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
 from tasks.columns import ITEM_ID, LABEL, SPLIT
 from tasks.labels import LabelOutcome
-from tasks.model_card import CardInputs, build_model_card
-from tasks.partition import write_gap_rows
-from tasks.promotion import DataGates, decide_promotion, input_key
+from tasks.leakage import LeakageReport
+from tasks.model_card import CardInputs, build_model_card, review_summary
+from tasks.partition import SplitOutcome, assignment_pointer, write_gap_rows
+from tasks.promotion import Comparison, PromotionDecision, decide_promotion, input_key
 from tasks.quarantine import concat_quarantine, write_quarantine
 from tasks.report import account_rows
 from tasks.telemetry import telemetry_metrics
@@ -153,8 +156,9 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         logger.info("annotation coverage %.1f%%: waiting for annotators, nothing trained", 100 * annotated.coverage)
         return summary | {"status": "waiting"}
 
-    # --- split + leakage gate ----------------------------------------------------------------------
+    # --- split + leakage gate (assigned items keep their split; the holdout stays frozen) -------------
     split, leakage = steps.split(config, where, labelled.data)
+    assignment_path = steps.carry_assignment(config, split, steps.split_inputs(config, labelled.data))
     frames = split.frames()
 
     # --- account again, through the split: copies quarantined, gap rows kept in their own file ---------
@@ -168,6 +172,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         awaiting=labelled.awaiting[ITEM_ID],
         trainable={name: frame[ITEM_ID] for name, frame in frames.items()},
         gap=gap[ITEM_ID],
+        holdout=split.holdout_rows()[ITEM_ID],
     )
 
     summary |= {
@@ -175,30 +180,22 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "gap_path": str(gap_path) if gap_path else None,
         "split_sizes": split.sizes(),
         "split_manifest_hash": split.manifest_hash,
+        "split_assignment": split.describe_assignment(),
     }
 
     # --- identical inputs: report the existing version, train nothing ----------------------------------
     code_version = fingerprint.code_version()
-    key = input_key(
+    key = training_key(
+        config,
         snapshot_id=snapshot.snapshot_id,
-        labels_hash=_labels_hash(labelled),
-        config_hash=config.section_hash("source", "columns", "clean", "expectations", "labels", "split", "train"),
-        code_version=code_version,
+        labels=_labels_hash(labelled),
+        code=code_version,
+        split_manifest=split.manifest_hash,
     )
     existing = steps.find_existing(config, tracking_uri, key)
     if existing is not None:
         logger.info("identical inputs already produced %s v%s", existing.model_name, existing.version)
-        metrics = tracking.run_metrics(existing.run_id)
-        return summary | {
-            "existing": True,
-            "test_metrics": {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")},
-            "model_name": existing.model_name,
-            "model_version": existing.version,
-            "aliases": existing.aliases,
-            "run_id": existing.run_id,
-            "device": existing.tags.get("sluice.device", "?"),
-            "promotion": existing.tags.get("sluice.gate_summary", ""),
-        }
+        return summary | _existing_summary(existing)
 
     # --- tune (optional): a grid or Optuna search on the validation split --------------------------------
     train_config, trials = config.train, list[dict[str, Any]]()
@@ -214,41 +211,29 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     # --- test (once) -------------------------------------------------------------------------------
     tested = steps.test(config, trained, frames["test"], run_dir)
 
-    # --- promotion gate: data gates, floors, champion on the same test set ------------------------------
-    scored = steps.score_champion(config, tracking_uri, frames["test"])
-    champion = scored if isinstance(scored, tuple) else None
-    gates = DataGates(
-        expectations_passed=all(o.success for o in suites),
-        suites=[o.suite for o in suites],
-        leakage_passed=leakage.passed,
-        alpha=annotated.report.alpha if annotated and annotated.report else None,
+    # --- promotion gate: floors, ONNX parity, the champion on items neither version trained on ----------
+    onnx = steps.export_onnx(config, trained, frames["test"].head(256), run_dir / "onnx" / "model.onnx")
+    champion = steps.find_champion(config, tracking_uri, where, run_dir)
+    compared = (
+        steps.compare_with_champion(config, tracking_uri, champion, split, trained)
+        if isinstance(champion, tuple)
+        else champion
     )
     decision = decide_promotion(
         config.registry.promotion,
-        gates=gates,
         metrics=tested.metrics,
-        champion_metrics=champion[1] if champion else None,
-        champion_version=champion[0] if champion else None,
-        champion_error=scored if isinstance(scored, str) else None,
+        compared=compared if isinstance(compared, Comparison) else None,
+        alpha=annotated.report.alpha if annotated and annotated.report else None,
+        onnx=onnx,
+        champion_error=compared if isinstance(compared, str) else None,
     )
 
     # --- register ----------------------------------------------------------------------------------
     predictor_dir = run_dir / "predictor"
     trained.predictor.save(predictor_dir)
-    onnx_gap = steps.export_onnx(trained, frames["test"].head(256), run_dir / "onnx" / "model.onnx")
-    reports = run_dir / "reports"
-    (reports / "leakage_report.md").write_text(leakage.to_markdown())
-    (reports / "leakage_report.json").write_text(json.dumps(leakage.to_dict(), indent=2))
-    (reports / "expectations.json").write_text(json.dumps([o.to_dict() for o in suites], indent=2))
-    (reports / "promotion.md").write_text(decision.to_markdown())
-    tags = {
-        "sluice.dataset": config.name,
-        "sluice.snapshot_id": snapshot.snapshot_id,
-        "sluice.split_manifest_hash": split.manifest_hash,
-        "sluice.split_sizes": ", ".join(f"{k}={v}" for k, v in split.sizes().items()),
-        "sluice.expectations_success": str(gates.expectations_passed),
-        "sluice.expectation_suites": ", ".join(gates.suites),
-        "sluice.leakage_passed": str(leakage.passed),
+    reports = _write_reports(run_dir, leakage=leakage, suites=suites, decision=decision)
+    split_dir = _copy_split_files(run_dir, split, assignment_path)
+    tags = _run_tags(config, snapshot.snapshot_id, split, assignment_path, leakage.passed, suites) | {
         "sluice.labels_source": labelled.source,
         "sluice.input_key": key,
         "sluice.git_commit": _git_commit(config.base_dir),
@@ -273,37 +258,40 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         agreement_files += [annotated.heatmap] if annotated.heatmap else []
         if annotated.telemetry_plot is not None:
             agreement_files += [annotated.telemetry_plot, annotated.folder / "annotator_telemetry.csv"]
-    card = build_model_card(
-        CardInputs(
-            model_name=config.registry.model_name,
-            dataset=config.name,
-            snapshot_id=snapshot.snapshot_id,
-            rows=account.to_dict(),
-            label_distribution=labelled.distribution(),
-            labels_source=labelled.source,
-            annotators=sorted(annotated.report.per_annotator["annotator"]) if annotated and annotated.report else [],
-            alpha=annotated.report.alpha if annotated and annotated.report else None,
-            export_hash=annotated.export_sha256 if annotated else None,
-            split_strategy=split.settings.strategy,
-            split_sizes=split.sizes(),
-            split_manifest_hash=split.manifest_hash,
-            leakage_passed=leakage.passed,
-            leakage_findings=[f"{c.name}: {c.summary}" for c in leakage.checks if not c.skipped],
-            expectations={o.suite: o.success for o in suites},
-            metrics=tested.headline(),
-            intervals=tested.intervals,
-            decision_markdown=decision.to_markdown(),
-            champion_version=champion[0] if champion else None,
-            champion_metrics=champion[1] if champion else None,
-            training={
-                "architecture": config.train.architecture,
-                "best epoch": trained.best_epoch,
-                "device": trained.device,
-                "precision": trained.precision,
-            },
-        )
+    card_inputs = CardInputs(
+        model_name=config.registry.model_name,
+        dataset=config.name,
+        snapshot_id=snapshot.snapshot_id,
+        rows=account.to_dict(),
+        label_distribution=labelled.distribution(),
+        labels_source=labelled.source,
+        annotators=sorted(annotated.report.per_annotator["annotator"]) if annotated and annotated.report else [],
+        alpha=annotated.report.alpha if annotated and annotated.report else None,
+        export_hash=annotated.export_sha256 if annotated else None,
+        split_strategy=split.settings.strategy,
+        split_sizes=split.sizes(),
+        split_manifest_hash=split.manifest_hash,
+        split_assignment=split.describe_assignment(),
+        assignment_hash=tags["sluice.split_assignment"],
+        reshuffled=split.reshuffled,
+        leakage_passed=leakage.passed,
+        leakage_findings=[f"{c.name}: {c.summary}" for c in leakage.checks if not c.skipped],
+        expectations={o.suite: o.success for o in suites},
+        metrics=tested.headline(),
+        intervals=tested.intervals,
+        decision_markdown=decision.to_markdown(),
+        compared=decision.compared,
+        onnx=onnx.describe(),
+        training={
+            "architecture": config.train.architecture,
+            "best epoch": trained.best_epoch,
+            "device": trained.device,
+            "precision": trained.precision,
+        },
     )
+    card = build_model_card(card_inputs)
     (reports / "model_card.md").write_text(card)
+    datasets = {**frames, **({"holdout": split.holdout_rows()} if len(split.holdout_rows()) else {})}
     record = {
         "experiment": config.registry.experiment or config.name,
         "artifacts_dir": where.mlflow_artifacts if tracking_uri.startswith("sqlite") else None,
@@ -316,29 +304,40 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         | {"best_epoch": float(trained.best_epoch), "train_samples_per_second": trained.samples_per_second}
         | _agreement_metrics(annotated)
         | _cv_metrics(cv)
-        | ({"onnx_max_abs_logit_diff": onnx_gap} if onnx_gap is not None else {}),
+        | ({"onnx_max_abs_logit_diff": onnx.gap} if onnx.gap is not None else {}),
         "children": [
             {"name": f"trial-{n}", "params": t["params"], "metrics": t["metrics"]} for n, t in enumerate(trials)
         ],
         "datasets": {
-            name: (frame.drop(columns=[SPLIT]), str(snapshot.data_path), LABEL) for name, frame in frames.items()
+            name: (frame.drop(columns=[SPLIT]), str(snapshot.data_path), LABEL) for name, frame in datasets.items()
         },
-        "artifacts": [reports, quarantine_path, split.manifest_path, *agreement_files]
-        + ([run_dir / "onnx"] if onnx_gap is not None else []),
+        # A failed parity check says "do not ship": the ONNX file stays in the run folder, not in the registry.
+        "artifacts": [reports, split_dir, quarantine_path, *agreement_files]
+        + ([run_dir / "onnx"] if onnx.passed else []),
         "predictor_dir": predictor_dir,
         "input_example": frames["test"][trained.predictor.input_columns].head(3).reset_index(drop=True),
         "output_example": tested.output_example,
         "model_name": config.registry.model_name,
         "version_tags": {k: v for k, v in tags.items() if k.startswith("sluice.")},
         "description": card,
-        "promote": decision.promote,
+        # Manual approval: the version waits as challenger; the reviewer's answer moves `champion`.
+        "promote": decision.promote and not decision.awaits_review,
         "decision_tags": decision.as_tags(),
+        # One registration per flow run and inputs: a retry resumes the same MLflow run.
+        "registration_key": fingerprint.combine("register", key, str(runtime.flow_run.id or run_dir)),
     }
     # Kept on disk first: when MLflow is down the run can be registered later with `sluice register`.
     tracking.write_pending(record, run_dir / "pending", tracking_uri=tracking_uri)
     version = steps.register(config, tracking_uri, record)
     (run_dir / "pending" / "pending_registration.json").rename(run_dir / "pending" / "registered.json")
     steps.link_mlflow_run(config.name, tracking_uri, version)
+
+    # --- human approval (registry.promotion.approval: manual): the run pauses for a reviewer -----------
+    review = None
+    if decision.awaits_review:
+        link = f"`sluice ui`, then Models → {version.model_name} → version {version.version}"
+        review_text = review_summary(card_inputs, version=version.version, model_link=link)
+        review = request_review(config, tracking_uri, version, review_text)
 
     return summary | {
         "existing": False,
@@ -347,8 +346,10 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "device": trained.device,
         "model_name": version.model_name,
         "model_version": version.version,
-        "aliases": version.aliases,
-        "promotion": decision.summary(),
+        "aliases": review.aliases if review else version.aliases,
+        "promotion": review.summary() if review else decision.summary(),
+        "review": review.status if review else None,
+        "compared_items": decision.compared.describe() if decision.compared else None,
         "tuning": {
             "method": config.tuning.method,
             "trials": len(trials),
@@ -357,4 +358,84 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "cross_validation": None if cv is None else {k: (cv.mean[k], cv.std[k]) for k in cv.mean},
         "run_id": version.run_id,
         "experiment_id": version.experiment_id,
+    }
+
+
+_TRAINING_SECTIONS = ("source", "columns", "clean", "expectations", "labels", "split", "train", "tuning")
+"""The config sections that shape the trained model (the idempotency key); tuning's grid or trials included."""
+
+
+def training_key(config: PipelineConfig, *, snapshot_id: str, labels: str, code: str, split_manifest: str) -> str:
+    """The idempotency key of a training: the same key reports the existing version instead of a new one."""
+    return input_key(
+        snapshot=snapshot_id,
+        labels=labels,
+        config=config.section_hash(*_TRAINING_SECTIONS),
+        code=code,
+        packages=fingerprint.package_versions(),
+        split_manifest=split_manifest,
+    )
+
+
+def _existing_summary(existing: tracking.RegisteredVersion) -> dict[str, Any]:
+    metrics = tracking.run_metrics(existing.run_id)
+    return {
+        "existing": True,
+        "test_metrics": {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")},
+        "model_name": existing.model_name,
+        "model_version": existing.version,
+        "aliases": existing.aliases,
+        "run_id": existing.run_id,
+        "device": existing.tags.get("sluice.device", "?"),
+        "promotion": existing.tags.get("sluice.gate_summary", ""),
+    }
+
+
+def _write_reports(run_dir: Path, *, leakage: LeakageReport, suites: list[Any], decision: PromotionDecision) -> Path:
+    """The leakage, expectations and promotion reports, and the items compared with the champion."""
+    reports = run_dir / "reports"
+    (reports / "leakage_report.md").write_text(leakage.to_markdown())
+    (reports / "leakage_report.json").write_text(json.dumps(leakage.to_dict(), indent=2))
+    (reports / "expectations.json").write_text(json.dumps([o.to_dict() for o in suites], indent=2))
+    (reports / "promotion.md").write_text(decision.to_markdown())
+    if decision.compared is not None:
+        ids = pd.DataFrame({"item_id": list(decision.compared.item_ids)})
+        ids.assign(basis=decision.compared.basis).to_csv(reports / "compared_items.csv", index=False)
+    return reports
+
+
+def _copy_split_files(run_dir: Path, split: SplitOutcome, assignment_path: Path) -> Path:
+    """This run's manifest and the carried-forward assignment, as the version's `split/` artifacts."""
+    folder = run_dir / "split"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(split.manifest_path, folder / "manifest.parquet")
+    shutil.copyfile(assignment_path, folder / "assignment.parquet")
+    pointer = assignment_pointer(split.manifest_path.parent, str(split.dataset))
+    if pointer.is_file():
+        shutil.copyfile(pointer, folder / "assignment.json")
+    return folder
+
+
+def _run_tags(
+    config: PipelineConfig,
+    snapshot_id: str,
+    split: SplitOutcome,
+    assignment_path: Path,
+    leakage_passed: bool,
+    suites: list[Any],
+) -> dict[str, str]:
+    """The data tags of a run and its version: snapshot, split manifest and assignment, holdout, gates."""
+    holdout = split.sizes().get("holdout")
+    return {
+        "sluice.dataset": config.name,
+        "sluice.snapshot_id": snapshot_id,
+        "sluice.split_manifest_hash": split.manifest_hash,
+        "sluice.split_sizes": ", ".join(f"{k}={v}" for k, v in split.sizes().items()),
+        "sluice.split_assignment": assignment_path.stem,
+        "sluice.split_assignment_parent": split.parent.digest[:16] if split.parent else "none",
+        "sluice.split_reshuffled": str(split.reshuffled).lower(),
+        "sluice.holdout": f"{holdout} items ({split.holdout_source})" if holdout else "none",
+        "sluice.expectations_success": str(all(o.success for o in suites)),
+        "sluice.expectation_suites": ", ".join(o.suite for o in suites),
+        "sluice.leakage_passed": str(leakage_passed),
     }

@@ -28,6 +28,7 @@ from tasks import validate as validate_stage
 from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
 from tasks.leakage import LeakageReport
+from tasks.promotion import Comparison, OnnxParity, select_compared_items
 from tasks.quarantine import concat_quarantine, update_quarantine
 
 
@@ -62,9 +63,29 @@ def _key_validate_clean(_: object, p: dict[str, Any]) -> str | None:
     return _keyed("validate-clean", fingerprint.frame_hash(p["data"]), suite, p["home"].root)
 
 
+def _holdout_file(config: PipelineConfig) -> Path | None:
+    return config.resolve_path(config.split.holdout) if isinstance(config.split.holdout, str) else None
+
+
+def split_inputs(config: PipelineConfig, data: pd.DataFrame) -> str | None:
+    """The split's own inputs (data, settings, a holdout file), without the assignment it carries forward."""
+    holdout = _holdout_file(config)
+    return _keyed(
+        "split-inputs",
+        fingerprint.frame_hash(data),
+        config.section_hash("split", "columns"),
+        fingerprint.file_hash(holdout) if holdout else "-",
+    )
+
+
 def _key_split(_: object, p: dict[str, Any]) -> str | None:
     config: PipelineConfig = p["config"]
-    return _keyed("split", fingerprint.frame_hash(p["data"]), config.section_hash("split", "columns"), p["home"].root)
+    home: Home = p["home"]
+    inputs = split_inputs(config, p["data"])
+    current, parent, made_from = split_stage.current_assignment_digest(home.splits, config.name)
+    # An assignment computed from these very inputs started from its parent: the same split again.
+    base = parent if made_from is not None and made_from == inputs else current
+    return _keyed("split", inputs, base or "-", home.root)
 
 
 def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
@@ -243,7 +264,15 @@ def resolve_labels(
 
 @task(name="split", cache_key_fn=_key_split, **CACHED)
 def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split_stage.SplitOutcome, LeakageReport]:
-    outcome = split_stage.split_frame(data, config.split, manifest_root=home.splits)
+    """Train/val/test (and the holdout), carrying the dataset's assignment forward; the leakage report gates it."""
+    holdout = _holdout_file(config)
+    outcome = split_stage.split_frame(
+        data,
+        config.split,
+        manifest_root=home.splits,
+        dataset=config.name,
+        holdout_ids=split_stage.read_holdout_ids(holdout) if holdout else None,
+    )
     report = split_stage.check_leakage(outcome)
     publish(
         f"{config.name}-split",
@@ -254,6 +283,14 @@ def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split
         get_run_logger().warning("leakage report, %s: %s", check.name, check.summary)
     split_stage.raise_on_leakage(report)
     return outcome, report
+
+
+@task(name="carry-split-assignment")
+def carry_assignment(config: PipelineConfig, outcome: split_stage.SplitOutcome, inputs: str | None) -> Path:
+    """Record the split as the dataset's current assignment, so the next run keeps every item's split."""
+    assignment = split_stage.commit_assignment(outcome, made_from=inputs)
+    publish(f"{config.name}-split-assignment", outcome.describe_assignment(), "The split assignment carried forward")
+    return assignment.path
 
 
 @task(name="tune")
@@ -365,13 +402,16 @@ def test(
 
 
 @task(name="onnx-export")
-def export_onnx(result: train_stage.TrainResult, sample: pd.DataFrame, path: Path) -> float | None:
-    """The network as ONNX beside the pyfunc model, checked against PyTorch; None when this design cannot export."""
-    try:
-        return report_stage.export_onnx_checked(result.predictor, sample, path)
-    except Exception as exc:  # an optional extra: a failed export must not lose the trained model
-        get_run_logger().warning("ONNX export skipped: %s", exc)
-        return None
+def export_onnx(
+    config: PipelineConfig, result: train_stage.TrainResult, sample: pd.DataFrame, path: Path
+) -> OnnxParity:
+    """The network as ONNX beside the pyfunc model, and its parity with PyTorch (the gate and the tags read it)."""
+    parity = report_stage.export_onnx_checked(
+        result.predictor, sample, path, tolerance=config.registry.promotion.onnx_tolerance
+    )
+    if not parity.passed:
+        get_run_logger().warning("%s", parity.describe())
+    return parity
 
 
 @task(name="find-existing-version")
@@ -384,21 +424,61 @@ def find_existing(config: PipelineConfig, tracking_uri: str, key: str) -> tracki
         return None
 
 
-@task(name="score-champion")
-def score_champion(
-    config: PipelineConfig, tracking_uri: str, frame: pd.DataFrame
-) -> tuple[str, dict[str, float]] | str | None:
-    """The champion's metrics on this test set; None without a champion; a reason string when it cannot be scored."""
+@task(name="find-champion")
+def find_champion(
+    config: PipelineConfig, tracking_uri: str, home: Home, run_dir: Path
+) -> tuple[tracking.RegisteredVersion, pd.DataFrame] | str | None:
+    """The champion and the split manifest it was trained with; None without one; a reason when it cannot be used."""
     tracking.configure_tracking(tracking_uri)
     try:
-        scored = tracking.champion_proba(config.registry.model_name, frame, config.labels.classes)
+        champion = tracking.version_for_alias(config.registry.model_name, "champion")
     except tracking.TrackingError as exc:
-        return str(exc)
-    if scored is None:
+        return f"the champion lookup failed: {exc}"
+    if champion is None:
         return None
-    version, proba = scored
-    y_true = frame[LABEL].astype(str).tolist()
-    return version, {k: float(v) for k, v in evaluate_predictions(y_true, proba, config.labels.classes).items()}
+    manifest = tracking.version_split_manifest(champion, local_root=home.splits, into=run_dir / "champion")
+    if manifest is None:
+        return (
+            f"champion v{champion.version} records no split manifest, so the items it trained on are unknown "
+            "and no fair comparison exists"
+        )
+    return champion, manifest
+
+
+@task(name="compare-with-champion")
+def compare_with_champion(
+    config: PipelineConfig,
+    tracking_uri: str,
+    champion: tuple[tracking.RegisteredVersion, pd.DataFrame],
+    outcome: split_stage.SplitOutcome,
+    result: train_stage.TrainResult,
+) -> Comparison | str:
+    """This version and the champion scored on the items neither trained or validated on; a reason when it fails."""
+    tracking.configure_tracking(tracking_uri)
+    version, manifest = champion
+    basis, frame = select_compared_items(outcome.data, manifest)
+    classes, y_true = config.labels.classes, frame[LABEL].astype(str).tolist()
+    scores: dict[str, dict[str, float]] = {"challenger": {}, "champion": {}}
+    if len(frame):
+        try:
+            theirs = tracking.predict_proba(config.registry.model_name, version.version, frame, classes)
+        except tracking.TrackingError as exc:
+            return str(exc)
+        for who, proba in (("challenger", result.predictor.predict_proba(frame)), ("champion", theirs)):
+            scores[who] = {k: float(v) for k, v in evaluate_predictions(y_true, proba, classes).items()}
+    compared = Comparison(
+        champion_version=version.version,
+        basis=basis,
+        item_ids=tuple(frame[ITEM_ID].astype(str)),
+        challenger=scores["challenger"],
+        champion=scores["champion"],
+    )
+    publish(
+        f"{config.name}-champion-comparison",
+        f"### Compared with champion v{version.version}\n\n{compared.describe()}",
+        "The champion and this version on the same unseen items",
+    )
+    return compared
 
 
 @task(name="register", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=900, retry_condition_fn=retry_on_io)

@@ -193,6 +193,17 @@ class PipelineConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _promotion_alpha_can_fail(self) -> PipelineConfig:
+        floor = self.registry.promotion.alpha_threshold
+        if floor is not None and floor <= self.consensus.alpha_threshold:
+            raise ValueError(
+                f"registry.promotion.alpha_threshold {floor} is not above consensus.alpha_threshold "
+                f"{self.consensus.alpha_threshold}, which already stops a run before training, so it could never "
+                "hold a version back; raise it, or remove it"
+            )
+        return self
+
     def resolve_path(self, value: str | Path) -> Path:
         """A config path made absolute against the project root."""
         candidate = Path(value).expanduser()

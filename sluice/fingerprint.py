@@ -24,6 +24,15 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
+def package_versions() -> str:
+    """A hash of every installed distribution and its version: a new torch or pandas trains another model."""
+    from importlib.metadata import distributions
+
+    pins = sorted({f"{d.metadata['Name']}=={d.version}".lower() for d in distributions() if d.metadata["Name"]})
+    return hashlib.sha256("\n".join(pins).encode()).hexdigest()[:16]
+
+
 def file_hash(path: Path | None) -> str:
     """sha256 of a file's bytes ("-" for no file, "missing" for a path that is not there)."""
     if path is None:

@@ -81,8 +81,21 @@ def configure_tracking(tracking_uri: str, *, artifacts_dir: Path | None = None) 
 
 
 def _absent(exc: Exception) -> bool:
-    """True when MLflow answered that the thing does not exist (as opposed to not answering)."""
-    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+    """True when MLflow answered that the thing does not exist (as opposed to refusing or not answering)."""
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _alias_absent(exc: Exception, alias: str) -> bool:
+    """True only for "no such model" or "no such alias": any other refusal is an error, never "no champion".
+
+    MLflow answers a missing alias with INVALID_PARAMETER_VALUE ("Registered model alias champion not
+    found."), the same code as a malformed request, so the message decides.
+    """
+    message = str(getattr(exc, "message", "") or exc)
+    missing_alias = getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE" and (
+        f"alias {alias} not found" in message
+    )
+    return _absent(exc) or missing_alias
 
 
 def _unreachable(exc: Exception) -> TrackingError:
@@ -169,75 +182,132 @@ def log_training_run(
     model_name: str,
     version_tags: Mapping[str, str],
     description: str,
+    registration_key: str,
     promote: bool = False,
     decision_tags: Mapping[str, str] | None = None,
     children: Iterable[Mapping[str, Any]] = (),
 ) -> RegisteredVersion:
     """Log one training run, register its model as a new version, tag it and move its aliases.
 
-    The version is created last, after every other write succeeded, and removed again if
+    Idempotent per `registration_key`: a retry (or `sluice register`) after a failure finds the run
+    by its key tag and resumes it, skipping what was logged already, and reuses a version already
+    registered from it, so a registration that fails and succeeds on retry leaves one run and one
+    version. The version is created last, after every other write succeeded, and removed again if
     describing, tagging or aliasing it fails: a reviewer never sees a half-registered version.
 
     Args:
         history: per-epoch metric dicts with an "epoch" key.
-        datasets: context ("train", "val", "test") -> (frame, source, target column).
+        datasets: context ("train", "val", "test", "holdout") -> (frame, source, target column).
+        registration_key: names this registration (the flow run and its inputs), stored as a run tag.
         children: tuning trials ({name, params, metrics}), logged as nested runs of this one.
     """
     mlflow = _mlflow()
     experiment_id = ensure_experiment(experiment, artifacts_dir=artifacts_dir)
     client = mlflow.MlflowClient()
+    run_id = _find_or_create_run(client, experiment_id, run_name, registration_key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLflow warns about pip inference, git and hints: noise for users
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-            items = [(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in sorted(params.items())]
-            for chunk in _chunks(items, _PARAM_BATCH):
-                mlflow.log_params(dict(chunk))
-            mlflow.set_tags(dict(tags))
-            for row in history:
-                step = int(row.get("epoch", 0))
-                mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-            for child in children:
-                with mlflow.start_run(experiment_id=experiment_id, run_name=str(child["name"]), nested=True):
-                    mlflow.log_params({k: str(v) for k, v in child["params"].items()})
-                    mlflow.log_metrics({k: float(v) for k, v in child["metrics"].items()})
-            for context, (frame, source, target) in datasets.items():
-                dataset = mlflow.data.from_pandas(frame, source=source, name=context, targets=target)
-                mlflow.log_input(dataset, context=context)
-            for path in artifacts:
+        with mlflow.start_run(run_id=run_id):
+            logged = dict(client.get_run(run_id).data.tags)
+            if _LOGGED_DATA not in logged:
+                _log_data(params=params, tags=tags, history=history, metrics=metrics, datasets=datasets)
+                mlflow.set_tag(_LOGGED_DATA, "done")
+            _log_children(client, experiment_id, run_id, children)
+            for path in artifacts:  # same paths overwrite: safe to repeat
                 if path.is_dir():
                     mlflow.log_artifacts(str(path), artifact_path=path.name)
                 elif path.is_file():
                     mlflow.log_artifact(str(path), artifact_path="reports")
-            signature = _signature(input_example, output_example)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(SERVING_FILE),
-                artifacts={"predictor": str(predictor_dir)},
-                code_paths=[str(INFERENCE_CODE)],
-                signature=signature,
-                input_example=input_example,
-                pip_requirements=_serving_requirements(),
-            )
-            run_id = run.info.run_id
+            model_uri = logged.get(_LOGGED_MODEL)
+            if model_uri is None:
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(SERVING_FILE),
+                    artifacts={"predictor": str(predictor_dir)},
+                    code_paths=[str(INFERENCE_CODE)],
+                    signature=_signature(input_example, output_example),
+                    input_example=input_example,
+                    pip_requirements=_serving_requirements(),
+                )
+                model_uri = str(info.model_uri)
+                mlflow.set_tag(_LOGGED_MODEL, model_uri)
+    registered = _find_or_register(client, model_name, model_uri, run_id, version_tags)
     try:
-        registered = mlflow.register_model(info.model_uri, model_name, tags=dict(version_tags))
+        client.update_model_version(model_name, registered, description=description)
+        apply_decision(model_name, registered, promote=promote, tags=decision_tags or {})
+    except Exception as exc:
+        # Never leave a half-registered version behind for a reviewer to find.
+        client.delete_model_version(model_name, registered)
+        raise TrackingError(
+            f"version {registered} of {model_name} could not be finished ({exc}); it was removed again. "
+            "Register it later with `sluice register <run folder>`."
+        ) from exc
+    return _describe_version(client.get_model_version(model_name, registered))
+
+
+_REGISTRATION_KEY = "sluice.registration_key"
+_LOGGED_DATA = "sluice.logged.data"  # params, tags, metrics and datasets are in the run
+_LOGGED_MODEL = "sluice.logged.model_uri"  # the servable model is in the run, at this URI
+
+
+def _find_or_create_run(client: Any, experiment_id: str, run_name: str, key: str) -> str:
+    """The run of this registration: the one carrying its key tag (an earlier attempt), else a new one."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{_REGISTRATION_KEY}` = '{key}'", max_results=1)
+    if found:
+        return str(found[0].info.run_id)
+    return str(client.create_run(experiment_id, run_name=run_name, tags={_REGISTRATION_KEY: key}).info.run_id)
+
+
+def _log_data(
+    *,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+    history: list[dict[str, float]],
+    metrics: Mapping[str, float],
+    datasets: Mapping[str, tuple[pd.DataFrame, str, str | None]],
+) -> None:
+    """Params, tags, per-epoch and final metrics, and the dataset inputs of the active run."""
+    mlflow = _mlflow()
+    items = [(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in sorted(params.items())]
+    for chunk in _chunks(items, _PARAM_BATCH):
+        mlflow.log_params(dict(chunk))  # the same value again is accepted: a resumed run repeats this safely
+    mlflow.set_tags(dict(tags))
+    for row in history:
+        step = int(row.get("epoch", 0))
+        mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    for context, (frame, source, target) in datasets.items():
+        mlflow.log_input(mlflow.data.from_pandas(frame, source=source, name=context, targets=target), context=context)
+
+
+def _log_children(client: Any, experiment_id: str, run_id: str, children: Iterable[Mapping[str, Any]]) -> None:
+    """Tuning trials as nested runs; trials an earlier attempt logged already are not logged twice."""
+    mlflow = _mlflow()
+    wanted = list(children)
+    if not wanted:
+        return
+    existing = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    done = {r.info.run_name for r in existing if r.info.status == "FINISHED"}
+    for child in wanted:
+        if str(child["name"]) in done:
+            continue
+        with mlflow.start_run(experiment_id=experiment_id, run_name=str(child["name"]), nested=True):
+            mlflow.log_params({k: str(v) for k, v in child["params"].items()})
+            mlflow.log_metrics({k: float(v) for k, v in child["metrics"].items()})
+
+
+def _find_or_register(client: Any, model_name: str, model_uri: str, run_id: str, tags: Mapping[str, str]) -> str:
+    """The version registered from this run (an earlier attempt), else a new one."""
+    mlflow = _mlflow()
+    try:
+        for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"):
+            return str(version.version)
+        return str(mlflow.register_model(model_uri, model_name, tags=dict(tags)).version)
     except Exception as exc:
         raise TrackingError(
             f"run {run_id} was logged but registering model {model_name!r} failed: {exc}. "
             "Register it later with `sluice register <run folder>`."
         ) from exc
-    try:
-        client.update_model_version(model_name, registered.version, description=description)
-        apply_decision(model_name, registered.version, promote=promote, tags=decision_tags or {})
-    except Exception as exc:
-        # Never leave a half-registered version behind for a reviewer to find.
-        client.delete_model_version(model_name, registered.version)
-        raise TrackingError(
-            f"version {registered.version} of {model_name} could not be finished ({exc}); it was removed again. "
-            "Register it later with `sluice register <run folder>`."
-        ) from exc
-    return _describe_version(client.get_model_version(model_name, registered.version))
 
 
 def _signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
@@ -266,15 +336,37 @@ def delete_alias(model_name: str, alias: str) -> None:
 
 
 def version_for_alias(model_name: str, alias: str) -> RegisteredVersion | None:
-    """The version holding `alias`, or None when the alias (or the model) does not exist."""
+    """The version holding `alias`, or None when the alias (or the model) does not exist.
+
+    Raises:
+        TrackingError: MLflow refused the lookup for another reason, or could not be reached.
+    """
     client = _mlflow().MlflowClient()
     try:
         version = client.get_model_version_by_alias(model_name, alias)
     except Exception as exc:
-        if _absent(exc):
+        if _alias_absent(exc, alias):
             return None
         raise _unreachable(exc) from exc
     return _describe_version(version)
+
+
+def version_split_manifest(version: RegisteredVersion, *, local_root: Path, into: Path) -> pd.DataFrame | None:
+    """The split manifest (item_id, split) a version was trained with: its run's artifact, else the home's copy.
+
+    Returns:
+        None when neither is there (a version registered before manifests were recorded elsewhere).
+    """
+    mlflow = _mlflow()
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="split/manifest.parquet", dst_path=str(into)
+        )
+        return pd.read_parquet(path)
+    except Exception:  # an older version without the artifact: look for its manifest by hash under the home
+        digest = version.tags.get("sluice.split_manifest_hash", "")
+        local = local_root / f"{digest[:16]}.parquet"
+        return pd.read_parquet(local) if digest and local.is_file() else None
 
 
 def set_version_tags(model_name: str, version: str, tags: Mapping[str, str]) -> None:
@@ -296,27 +388,36 @@ def log_json(run_id: str, payload: Mapping[str, Any], artifact_file: str) -> Non
     _mlflow().MlflowClient().log_dict(run_id, json.loads(json.dumps(payload, default=str)), artifact_file)
 
 
-def champion_proba(model_name: str, frame: pd.DataFrame, classes: list[str]) -> tuple[str, Any] | None:
-    """The champion's class probabilities on `frame` (same columns order as `classes`), or None without a champion.
+def predict_proba(model_name: str, version: str, frame: pd.DataFrame, classes: list[str]) -> Any:
+    """A registered version's class probabilities on `frame` (columns in the order of `classes`).
 
     Raises:
-        TrackingError: the champion predicts other classes than this model, so they cannot be compared.
+        TrackingError: the version cannot predict, or predicts other classes than `classes`.
     """
-    champion = version_for_alias(model_name, "champion")
-    if champion is None:
-        return None
     try:
-        output = load_model(f"models:/{model_name}@champion").predict(frame)
-    except Exception as exc:  # an unloadable or incompatible champion must not crash the run
-        raise TrackingError(f"champion {model_name} v{champion.version} could not predict: {exc}") from exc
+        output = load_model(f"models:/{model_name}/{version}").predict(frame)
+    except Exception as exc:  # an unloadable or incompatible model must not crash the run
+        raise TrackingError(f"{model_name} v{version} could not predict: {exc}") from exc
     columns = [f"proba_{c}" for c in classes]
     missing = [c for c in columns if c not in output.columns]
     if missing:
         raise TrackingError(
-            f"champion {model_name} v{champion.version} does not predict the classes {classes} "
+            f"{model_name} v{version} does not predict the classes {classes} "
             f"(missing {missing}); review it by hand with `sluice promote` / `sluice reject`."
         )
-    return champion.version, output[columns].to_numpy()
+    return output[columns].to_numpy()
+
+
+def champion_proba(model_name: str, frame: pd.DataFrame, classes: list[str]) -> tuple[str, Any] | None:
+    """The champion's version and class probabilities on `frame`, or None without a champion.
+
+    Raises:
+        TrackingError: the lookup was refused, or the champion cannot predict these classes.
+    """
+    champion = version_for_alias(model_name, "champion")
+    if champion is None:
+        return None
+    return champion.version, predict_proba(model_name, champion.version, frame, classes)
 
 
 def apply_decision(model_name: str, version: str, *, promote: bool, tags: Mapping[str, str]) -> list[str]:
@@ -355,9 +456,10 @@ def review_version(model_name: str, version: str, *, action: str, reviewer: str,
         version,
         {
             "sluice.review.action": action,
-            "sluice.review.reviewer": reviewer,
+            "sluice.review.by": reviewer,
             "sluice.review.reason": reason,
             "sluice.review.at": at,
+            "sluice.promotion": "champion" if action == "promote" else "rejected",
         },
     )
     aliases = set(getattr(current, "aliases", []) or [])
@@ -369,6 +471,22 @@ def review_version(model_name: str, version: str, *, action: str, reviewer: str,
             delete_alias(model_name, alias)
         aliases.clear()
     return sorted(aliases)
+
+
+def record_review_timeout(model_name: str, version: str, *, reason: str, at: str) -> list[str]:
+    """Tag a version nobody reviewed in time; a decision made meanwhile (`sluice promote`) is left as it is.
+
+    Returns:
+        The aliases the version holds.
+    """
+    current = _mlflow().MlflowClient().get_model_version(model_name, version)
+    if "sluice.review.action" not in (current.tags or {}):
+        set_version_tags(
+            model_name,
+            version,
+            {"sluice.review.action": "timed out", "sluice.review.reason": reason, "sluice.review.at": at},
+        )
+    return sorted(getattr(current, "aliases", []) or [])
 
 
 _FRAME_KEYS = ("input_example", "output_example")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tasks.promotion import Comparison
+
 
 @dataclass
 class CardInputs:
@@ -23,8 +25,12 @@ class CardInputs:
     metrics: Mapping[str, float]
     intervals: Mapping[str, tuple[float, float]]
     decision_markdown: str
-    champion_version: str | None = None
-    champion_metrics: Mapping[str, float] | None = None
+    split_assignment: str = ""
+    """Where the split came from: carried forward, first, or reshuffled (tasks.partition)."""
+    assignment_hash: str | None = None
+    reshuffled: bool = False
+    compared: Comparison | None = None
+    onnx: str | None = None
     annotators: list[str] = field(default_factory=list)
     alpha: float | None = None
     export_hash: str | None = None
@@ -32,25 +38,47 @@ class CardInputs:
 
 
 def _metric_rows(inputs: CardInputs) -> list[str]:
-    champion = inputs.champion_metrics or {}
-    who = f"champion v{inputs.champion_version}" if inputs.champion_version else "champion"
-    head = f"| metric | this version | 95% CI | {who} |"
-    rows = [head, "|---|---|---|---|"]
+    rows = ["| metric | this version | 95% CI |", "|---|---|---|"]
     for key, value in inputs.metrics.items():
         interval = inputs.intervals.get(key)
         ci = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
-        held = champion.get(key)
-        rows.append(f"| {key} | {value:.4f} | {ci} | {'' if held is None else f'{held:.4f}'} |")
+        rows.append(f"| {key} | {value:.4f} | {ci} |")
     return rows
 
 
+def comparison_rows(compared: Comparison, metrics: list[str]) -> list[str]:
+    """This version beside the champion on the items neither trained or validated on."""
+    rows = [
+        f"On {compared.describe()}:",
+        "",
+        f"| metric | this version | champion v{compared.champion_version} |",
+        "|---|---|---|",
+    ]
+    for key in metrics:
+        mine, theirs = compared.challenger.get(key), compared.champion.get(key)
+        if mine is not None and theirs is not None:
+            rows.append(f"| {key} | {mine:.4f} | {theirs:.4f} |")
+    return rows
+
+
+def _reshuffle_banner() -> list[str]:
+    return [
+        "> **⚠ SPLIT RESHUFFLED** (`split.reshuffle: true`): train, val and test were drawn afresh instead of "
+        "carrying the earlier assignment forward. Items earlier versions trained on may sit in this version's "
+        "test split: its test metrics cannot be compared with theirs. Only the frozen holdout, or items neither "
+        "version trained on (the comparison below), compare fairly.",
+        "",
+    ]
+
+
 def build_model_card(inputs: CardInputs) -> str:
-    """Markdown: data, labels, split and leakage, test metrics beside the champion's, and the gate's decision."""
+    """Markdown: data, labels, split and leakage, test metrics, the champion comparison, and the gate's decision."""
     distribution = ", ".join(f"{label}: {count}" for label, count in inputs.label_distribution.items())
     quarantined = inputs.rows.get("quarantined") or {}
-    lines = [
-        f"# {inputs.model_name} — model card",
-        "",
+    lines = [f"# {inputs.model_name} — model card", ""]
+    if inputs.reshuffled:
+        lines += _reshuffle_banner()
+    lines += [
         "## Data",
         f"- dataset `{inputs.dataset}`, snapshot `{inputs.snapshot_id}`",
         f"- rows in {inputs.rows.get('rows_in')}, kept for training {inputs.rows.get('trainable')}, "
@@ -75,12 +103,42 @@ def build_model_card(inputs: CardInputs) -> str:
         f"- strategy: {inputs.split_strategy}; sizes: "
         + ", ".join(f"{name} {size}" for name, size in inputs.split_sizes.items()),
         f"- manifest sha256: `{inputs.split_manifest_hash[:16]}…`",
-        f"- leakage report: {'clean' if inputs.leakage_passed else 'FAILED'}",
     ]
+    if inputs.split_assignment:
+        digest = f" (assignment `{inputs.assignment_hash[:16]}…`)" if inputs.assignment_hash else ""
+        lines.append(f"- assignment: {inputs.split_assignment}{digest}")
+    lines.append(f"- leakage report: {'clean' if inputs.leakage_passed else 'FAILED'}")
     lines += [f"  - {finding}" for finding in inputs.leakage_findings]
     lines += ["", "## Test metrics (test split used once)", "", *_metric_rows(inputs)]
-    if inputs.training:
+    if inputs.compared is not None:
+        lines += ["", "## Against the champion", "", *comparison_rows(inputs.compared, list(inputs.metrics))]
+    if inputs.training or inputs.onnx:
         lines += ["", "## Training", ""]
         lines += [f"- {key}: {value}" for key, value in inputs.training.items()]
+        lines += [f"- ONNX: {inputs.onnx}"] if inputs.onnx else []
     lines += ["", "## Promotion gate", "", inputs.decision_markdown]
+    return "\n".join(lines)
+
+
+def review_summary(inputs: CardInputs, *, version: str, model_link: str) -> str:
+    """What a reviewer reads on the paused flow run: the card's summary, the gate results, where the rest is."""
+    lines = [f"## Review {inputs.model_name} version {version}", ""]
+    if inputs.reshuffled:
+        lines += _reshuffle_banner()
+    lines += [
+        "Every gate passed. **approve** makes this version `champion`; **reject** takes its aliases away. "
+        "The reason and your name are stored on the version (`sluice.review.*`).",
+        "",
+        f"- data: `{inputs.dataset}`, snapshot `{inputs.snapshot_id[:12]}`; split "
+        + ", ".join(f"{name} {size}" for name, size in inputs.split_sizes.items()),
+        f"- split: {inputs.split_assignment}" if inputs.split_assignment else "",
+        f"- full model card: {model_link}",
+        "",
+        "### Test metrics",
+        "",
+        *_metric_rows(inputs),
+    ]
+    if inputs.compared is not None:
+        lines += ["", "### Against the champion", "", *comparison_rows(inputs.compared, list(inputs.metrics))]
+    lines += ["", "### Gates", "", inputs.decision_markdown]
     return "\n".join(lines)

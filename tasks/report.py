@@ -20,6 +20,7 @@ from tasks.evaluate import (
     plot_roc_curve,
 )
 from tasks.predictor import Predictor
+from tasks.promotion import OnnxParity
 from tasks.quarantine import check_ids_conserved
 
 HEADLINE_METRICS = [
@@ -108,7 +109,7 @@ def score_test_split(
 
 @dataclass
 class RowAccount:
-    """Where every raw row went: rows in = trainable (train + val + test) + awaiting + quarantined + gap."""
+    """Where every raw row went: rows in = trainable (train + val + test) + awaiting + quarantined + gap + holdout."""
 
     rows_in: int
     trainable: int
@@ -116,6 +117,8 @@ class RowAccount:
     quarantined: dict[str, int]
     gap: int = 0
     """Rows a temporal split left between its splits: kept aside in their own file, not trained on."""
+    holdout: int = 0
+    """Rows of the frozen holdout: labelled, never trained or validated on."""
     splits: dict[str, int] = field(default_factory=dict)
     """Trainable rows per split (or "labelled", before the split ran)."""
 
@@ -131,6 +134,7 @@ class RowAccount:
             "quarantined": self.quarantined,
             "quarantined_total": self.quarantined_total,
             "gap": self.gap,
+            "holdout": self.holdout,
             "splits": self.splits,
         }
 
@@ -142,6 +146,7 @@ def account_rows(
     awaiting: pd.Series,
     trainable: dict[str, pd.Series],
     gap: pd.Series | None = None,
+    holdout: pd.Series | None = None,
 ) -> RowAccount:
     """The run's row account, checked by item id: every snapshot row sits in exactly one place.
 
@@ -150,18 +155,21 @@ def account_rows(
         quarantine: the run's quarantine; its "ingest" rows (malformed lines) never had an id and are counted.
         trainable: item ids per split ("train", "val", "test"), or of all labelled rows before the split.
         gap: item ids of a temporal split's gap rows.
+        holdout: item ids of the frozen holdout's rows.
 
     Raises:
         RowsLostError: an item id is missing, doubled or unknown, with examples.
     """
     identified = quarantine[quarantine["step"] != "ingest"]
     gap = gap if gap is not None else pd.Series([], dtype=object)
+    holdout = holdout if holdout is not None else pd.Series([], dtype=object)
     check_ids_conserved(
         snapshot_ids,
         stage="the run",
         **trainable,
         awaiting=awaiting,
         gap=gap,
+        holdout=holdout,
         quarantined=identified[ITEM_ID],
     )
     return RowAccount(
@@ -170,25 +178,27 @@ def account_rows(
         awaiting=len(awaiting),
         quarantined={str(k): int(v) for k, v in quarantine["step"].value_counts().items()},
         gap=len(gap),
+        holdout=len(holdout),
         splits={name: len(ids) for name, ids in trainable.items()},
     )
 
 
-def export_onnx_checked(predictor: Predictor, sample: pd.DataFrame, path: Path) -> float:
-    """Export the network to ONNX and return the largest |logit| difference against PyTorch on `sample`.
+def export_onnx_checked(predictor: Predictor, sample: pd.DataFrame, path: Path, *, tolerance: float) -> OnnxParity:
+    """Export the network to ONNX and measure the largest |logit| difference against PyTorch on `sample`.
 
-    Raises:
-        ValueError: the ONNX model disagrees with PyTorch by more than 1e-3 on some logit.
+    Never raises: a design that cannot export, or an export that disagrees, is reported in the result
+    (the promotion gate and the version tags read it).
     """
-    import onnxruntime as ort  # only here: serving and training never need it
-    import torch
+    try:
+        import onnxruntime as ort  # only here: serving and training never need it
+        import torch
 
-    predictor.export_onnx(path)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (onnx_logits,) = session.run(None, predictor.onnx_inputs(sample))
-    with torch.inference_mode():
-        torch_logits = predictor.logits(predictor.encode(sample)).cpu().numpy()
+        predictor.export_onnx(path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (onnx_logits,) = session.run(None, predictor.onnx_inputs(sample))
+        with torch.inference_mode():
+            torch_logits = predictor.logits(predictor.encode(sample)).cpu().numpy()
+    except Exception as exc:  # an optional extra: a failed export must not lose the trained model
+        return OnnxParity(gap=None, tolerance=tolerance, error=f"{type(exc).__name__}: {str(exc)[:300]}")
     gap = float(abs(onnx_logits - torch_logits).max()) if len(sample) else 0.0
-    if gap > 1e-3:
-        raise ValueError(f"ONNX export {path} disagrees with PyTorch by {gap:.2e} on a logit; do not ship it")
-    return gap
+    return OnnxParity(gap=gap, tolerance=tolerance)

@@ -24,6 +24,15 @@ Strategies:
   window before val and before test, and later copies of a group that already
   appeared in an earlier split (the earliest copy wins, so time order holds).
   Filter them out with `splits != "gap"`; they belong to no split.
+
+Sticky splits: `split_by_config(..., fixed=...)` takes the split an earlier run gave
+each item (train, val, test, holdout, gap) and keeps it. A new row joins the split of
+any assigned row it is merged with (a duplicate, or its group); new rows joining items
+of two different splits are handed back in `SplitResult.bridges` (quarantined) rather
+than moving either. The remaining new groups are placed so the ratios hold over the
+whole frame. A temporal split keeps its cut times (`cuts`): a new row falls into the
+window of its time, so later rows go to test. A "holdout" part, when asked for, is
+drawn once (`draw_holdout`) and afterwards only takes the new rows of its own groups.
 """
 
 from __future__ import annotations
@@ -53,6 +62,10 @@ from tasks.neardup import (
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 GAP = "gap"
+HOLDOUT = "holdout"
+# Codes of an earlier assignment: train 0, val 1, test 2, holdout 3, gap 4; -1 for a new row.
+_CODES: tuple[str, ...] = (*SPLITS, HOLDOUT, GAP)
+_NEW, _HOLDOUT, _GAP = -1, 3, 4
 Strategy = Literal["stratified", "group", "temporal"]
 NearDuplicates = Literal["minhash", "embedding", "none"]
 CrossGroupDuplicates = Literal["quarantine", "merge"]
@@ -90,10 +103,22 @@ class SplitConfig(BaseModel):
     # Largest total variation distance between val's (test's) label mix and train's before the
     # leakage gate stops the run; None: a warning only. A single-class val/test fails it too.
     max_label_shift: float | None = Field(None, gt=0.0, le=1.0)
+    # A frozen holdout no version trains or validates on: a fraction of the items drawn at the first
+    # run (whole groups, stratified), or a file of item ids (CSV with an item_id column, or one per line).
+    holdout: float | str | None = None
+    # Draw train/val/test afresh instead of carrying the earlier assignment forward (the holdout stays).
+    reshuffle: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
         _check_ratios(self.ratios)
+        if isinstance(self.holdout, float) and not 0.0 < self.holdout <= 0.5:
+            raise ValueError(f"holdout={self.holdout} must be a fraction in (0, 0.5], or a file of item ids")
+        if isinstance(self.holdout, float) and self.strategy == "temporal":
+            raise ValueError(
+                "a holdout fraction would scatter items of every time into it; with strategy 'temporal' "
+                "name a file of item ids as the holdout, or leave it out (the test window is the future)"
+            )
         if self.folds == 1:
             raise ValueError("folds=1 is not cross-validation; use folds=0 (none) or folds>=2")
         if self.folds and self.strategy == "temporal":
@@ -121,6 +146,12 @@ class SplitResult:
     # label of the kept first occurrence, `kind` "exact", "normalised" or "near" (or "duplicate"
     # without a text column). Empty unless cross_group_duplicates="quarantine".
     copies: pd.DataFrame = field(default_factory=lambda: _no_copies())
+    # New rows that would join items an earlier run put in different splits (index: the row's label):
+    # `splits` names them ("train, test"), `examples` one assigned row label per split. Left out so
+    # that no earlier split changes.
+    bridges: pd.DataFrame = field(default_factory=lambda: _no_bridges())
+    cuts: tuple[float, float] | None = None
+    """A temporal split's cut times (ns since epoch for datetimes): val starts at the first, test at the second."""
 
     @property
     def merged_rows(self) -> int:
@@ -130,8 +161,26 @@ class SplitResult:
 
 
 # -- public entry points -----------------------------------------------------
-def split_by_config(df: pd.DataFrame, config: SplitConfig) -> SplitResult:
-    """Splits, optional folds over the train rows, the merged groups and the cross-group copies, as the config says."""
+def split_by_config(
+    df: pd.DataFrame,
+    config: SplitConfig,
+    *,
+    fixed: pd.Series | None = None,
+    cuts: tuple[float, float] | None = None,
+    draw_holdout: bool = False,
+) -> SplitResult:
+    """Splits, optional folds over the train rows, the merged groups and the cross-group copies, as the config says.
+
+    Args:
+        fixed: per row (on df's index), the split an earlier run gave it ("train", "val", "test",
+            "holdout", "gap"), missing for a new row. Assigned rows keep their split.
+        cuts: a temporal split's cut times from an earlier run; None cuts at the ratios.
+        draw_holdout: draw `config.holdout` (a fraction) as a fourth part of whole groups.
+
+    Raises:
+        ValueError: as `assign_splits`, and when rows an earlier run put in different splits are now
+            one group (a changed group column or duplicate setting): `reshuffle` re-splits.
+    """
     _require_rows(df)
     # The same up-front checks as assign_splits: a missing time or label column is named, not a KeyError later.
     _check_strategy(
@@ -150,27 +199,36 @@ def split_by_config(df: pd.DataFrame, config: SplitConfig) -> SplitResult:
         feature_cols=config.feature_cols,
         feature_decimals=config.feature_decimals,
     )
+    codes = _fixed_codes(fixed, df.index)
     copies = _no_copies()
     kept: npt.NDArray[np.bool_] = np.ones(len(df), dtype=np.bool_)
     if config.cross_group_duplicates == "quarantine" and config.group_col is not None:
-        copies, kept = _cross_group_copies(df, edges, group_col=config.group_col, text_col=config.text_col)
-    data = df[kept]
-    edges = _edges_among(edges, kept)
+        copies, kept = _cross_group_copies(
+            df, edges, group_col=config.group_col, text_col=config.text_col, assigned=codes != _NEW
+        )
+    data, edges, codes = df[kept], _edges_among(edges, kept), codes[kept]
+    bridges = _no_bridges()
+    if config.strategy != "temporal" and (codes != _NEW).any():
+        # A temporal split leaves such rows in its gap instead (the earliest copy wins).
+        bridges, kept = _bridging_rows(data, edges, codes, group_col=config.group_col)
+        data, edges, codes = data[kept], _edges_among(edges, kept), codes[kept]
     base = data[config.group_col] if config.group_col is not None else None
     groups = pd.Series(connected_groups(len(data), edges, base), index=data.index, name="group", dtype=np.int64)
     _require_rows(data)
-    splits = _place_splits(
-        data,
-        groups.to_numpy(),
-        strategy=config.strategy,
-        seed=config.seed,
-        ratios=_check_ratios(config.ratios),
-        group_col=config.group_col,
-        time_col=config.time_col,
-        label_col=config.label_col,
-        text_col=config.text_col,
-        gap=config.gap,
-    )
+    if config.strategy == "temporal":
+        assert config.time_col is not None  # the config validator guarantees it
+        labels, cuts = _assign_temporal(
+            data,
+            groups.to_numpy(),
+            time_col=config.time_col,
+            ratios=_check_ratios(config.ratios),
+            gap=config.gap,
+            fixed=codes,
+            cuts=cuts,
+        )
+        splits = pd.Series(labels, index=data.index, name="split", dtype="str")
+    else:
+        splits = _place_sticky(data, groups.to_numpy(), codes, config, draw_holdout=draw_holdout)
     folds: pd.Series | None = None
     if config.folds:
         in_train = splits.to_numpy() == "train"
@@ -185,7 +243,130 @@ def split_by_config(df: pd.DataFrame, config: SplitConfig) -> SplitResult:
         )
         folds = pd.Series(-1, index=data.index, name="fold", dtype=np.int64)
         folds[in_train] = train_folds
-    return SplitResult(splits=splits, folds=folds, groups=groups, copies=copies)
+    return SplitResult(splits=splits, folds=folds, groups=groups, copies=copies, bridges=bridges, cuts=cuts)
+
+
+def _fixed_codes(fixed: pd.Series | None, index: pd.Index) -> npt.NDArray[np.int64]:
+    """An earlier assignment as codes per row (-1 for new rows)."""
+    if fixed is None:
+        return np.full(len(index), _NEW, dtype=np.int64)
+    if not fixed.index.equals(index):
+        raise ValueError("fixed must be on the frame's index (one value or missing per row)")
+    known = fixed.dropna()
+    bad = sorted(set(known.astype(str)) - set(_CODES))
+    if bad:
+        raise ValueError(f"fixed splits hold unknown values {bad}; expected {list(_CODES)}")
+    mapping = {name: code for code, name in enumerate(_CODES)}
+    return np.asarray(fixed.map(mapping).fillna(_NEW), dtype=np.int64)
+
+
+def _place_sticky(
+    data: pd.DataFrame,
+    groups: npt.NDArray[np.int64],
+    codes: npt.NDArray[np.int64],
+    config: SplitConfig,
+    *,
+    draw_holdout: bool,
+) -> pd.Series:
+    """Stratified/group placement that keeps every assigned group's split and fills the ratios with the new ones."""
+    ratios = _check_ratios(config.ratios)
+    names: tuple[str, ...] = SPLITS
+    if draw_holdout:
+        if not isinstance(config.holdout, float):
+            raise ValueError("draw_holdout needs split.holdout to be a fraction")
+        ratios = np.append(ratios * (1.0 - config.holdout), config.holdout)
+        names = (*SPLITS, HOLDOUT)
+    group_code = np.full(int(groups.max()) + 1, _NEW, dtype=np.int64)
+    np.maximum.at(group_code, groups, codes)  # one code per group: _bridging_rows and the check below see to it
+    _check_one_split_per_group(data, groups, codes, group_code)
+    labels = np.empty(len(data), dtype=object)
+    frozen = np.isin(group_code[groups], (_HOLDOUT, _GAP))
+    labels[frozen] = np.array(_CODES, dtype=object)[group_code[groups[frozen]]]
+    free = ~frozen
+    sub = data[free]
+    dense = pd.factorize(groups[free])[0].astype(np.int64)
+    if (codes != _NEW).any():
+        # Earlier runs placed most groups already: only new groups move, toward the ratios over all rows.
+        prior = np.full(int(dense.max()) + 1 if len(dense) else 0, _NEW, dtype=np.int64)
+        np.maximum.at(prior, dense, group_code[groups[free]])
+        part = _allocate(dense, _class_codes(sub, config.label_col), ratios, np.random.default_rng(config.seed), prior)
+        _check_nonempty(part, ratios, dense, names)
+    else:
+        part = _place_parts(
+            sub,
+            dense,
+            ratios,
+            names,
+            seed=config.seed,
+            group_col=config.group_col,
+            label_col=config.label_col,
+            text_col=config.text_col,
+        )
+    labels[free] = np.array(names, dtype=object)[part]
+    return pd.Series(labels, index=data.index, name="split", dtype="str")
+
+
+def _check_one_split_per_group(
+    data: pd.DataFrame,
+    groups: npt.NDArray[np.int64],
+    codes: npt.NDArray[np.int64],
+    group_code: npt.NDArray[np.int64],
+) -> None:
+    """Rows an earlier run put in different splits must not be one group now (no new row joins them)."""
+    assigned = codes != _NEW
+    clash = assigned & (codes != group_code[groups])
+    if not clash.any():
+        return
+    row = int(np.flatnonzero(clash)[0])
+    other = int(np.flatnonzero(assigned & (groups == groups[row]) & (codes == group_code[groups[row]]))[0])
+    raise ValueError(
+        f"rows {data.index[row]!r} ({_CODES[codes[row]]}) and {data.index[other]!r} "
+        f"({_CODES[codes[other]]}) were put in different splits by an earlier run but are one group now "
+        "(the group column or the duplicate settings changed). Restore those settings, or set "
+        "split.reshuffle: true for a fresh split (earlier versions may then have trained on test items)"
+    )
+
+
+def _bridging_rows(
+    data: pd.DataFrame, edges: npt.NDArray[np.int64], codes: npt.NDArray[np.int64], *, group_col: str | None
+) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
+    """New rows that would join rows of two different earlier splits, and a mask of the rows kept.
+
+    The new rows form components of their own (their duplicate edges and shared group values among
+    themselves); a component touching assigned rows of two or more splits is left out whole, so no
+    earlier split changes and nothing leaks. Returns (bridges, kept) as `_cross_group_copies`.
+    """
+    n = len(data)
+    links = edges
+    if group_col is not None:
+        links = np.concatenate([edges, _equal_value_edges(list(data[group_col]))])
+    new = codes == _NEW
+    new_pos = np.flatnonzero(new)
+    remap = np.full(n, -1, dtype=np.int64)
+    remap[new_pos] = np.arange(len(new_pos))
+    among_new = links[new[links[:, 0]] & new[links[:, 1]]]
+    component = connected_groups(len(new_pos), remap[among_new])
+    mixed = links[new[links[:, 0]] != new[links[:, 1]]]
+    fresh = np.where(new[mixed[:, 0]], mixed[:, 0], mixed[:, 1])
+    old = np.where(new[mixed[:, 0]], mixed[:, 1], mixed[:, 0])
+    touches = pd.DataFrame({"component": component[remap[fresh]], "code": codes[old], "example": old})
+    touches = touches.drop_duplicates(["component", "code"]).sort_values(["component", "code"])
+    spread = touches.groupby("component")["code"].transform("nunique")
+    touches = touches[spread > 1]
+    if touches.empty:
+        return _no_bridges(), np.ones(n, dtype=np.bool_)
+    per_component = touches.groupby("component").agg(
+        splits=("code", lambda c: ", ".join(_CODES[i] for i in c)),
+        examples=("example", lambda e: ", ".join(repr(data.index[i]) for i in e)),
+    )
+    bridge = np.zeros(n, dtype=np.bool_)
+    bridge[new_pos] = np.isin(component, per_component.index.to_numpy())
+    rows = per_component.loc[component[remap[np.flatnonzero(bridge)]]]
+    return pd.DataFrame(rows.to_numpy(), index=data.index[bridge], columns=["splits", "examples"]), ~bridge
+
+
+def _no_bridges() -> pd.DataFrame:
+    return pd.DataFrame({"splits": pd.Series(dtype=str), "examples": pd.Series(dtype=str)})
 
 
 def assign_splits(
@@ -263,7 +444,7 @@ def _place_splits(
     _check_strategy(df, strategy, group_col=group_col, time_col=time_col, label_col=label_col)
     if strategy == "temporal":
         assert time_col is not None  # _check_strategy guarantees it
-        labels = _assign_temporal(df, groups, time_col=time_col, ratios=ratios, gap=gap)
+        labels, _ = _assign_temporal(df, groups, time_col=time_col, ratios=ratios, gap=gap)
     else:
         part = _place_parts(
             df, groups, ratios, SPLITS, seed=seed, group_col=group_col, label_col=label_col, text_col=text_col
@@ -437,23 +618,33 @@ def _duplicate_edges(
 
 
 def _cross_group_copies(
-    df: pd.DataFrame, edges: npt.NDArray[np.int64], *, group_col: str, text_col: str | None
+    df: pd.DataFrame,
+    edges: npt.NDArray[np.int64],
+    *,
+    group_col: str,
+    text_col: str | None,
+    assigned: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
     """The rows that duplicate a row of another group (see SplitResult.copies), and a mask of the rows kept.
 
     Duplicate clusters are the components of the duplicate edges alone. A cluster belongs to the group
     of its first row (in row order) that has a group value; its rows in other groups are copies, its
     rows in that group or without a group value stay. No kept duplicate then links two groups.
+    Rows an earlier run assigned (`assigned`) come first: a new copy never pushes out an item that
+    kept its split, and of two assigned items that copy each other (one left a snapshot and came
+    back), the first keeps its place and the other is the copy.
     """
     n = len(df)
     clusters = connected_groups(n, edges)
     codes = pd.factorize(df[group_col].reset_index(drop=True), use_na_sentinel=True)[0].astype(np.int64)
     has_group = codes >= 0
     positions = np.arange(n, dtype=np.int64)
-    first = np.full(int(clusters.max()) + 1, n, dtype=np.int64)  # n: the cluster has no row with a group
-    np.minimum.at(first, clusters[has_group], positions[has_group])
-    owner = first[clusters]
-    owned = owner < n
+    old = assigned if assigned is not None else np.zeros(n, dtype=np.bool_)
+    rank = np.where(old, positions, positions + n)  # assigned rows before new ones, each in row order
+    first = np.full(int(clusters.max()) + 1, 2 * n, dtype=np.int64)  # 2n: the cluster has no row with a group
+    np.minimum.at(first, clusters[has_group], rank[has_group])
+    owned = first[clusters] < 2 * n
+    owner = first[clusters] % n
     owner_code = np.where(owned, codes[np.minimum(owner, n - 1)], -1)
     copy = owned & has_group & (codes != owner_code)
     if not copy.any():
@@ -512,9 +703,9 @@ def write_split_manifest(ids: pd.Series, splits: pd.Series, folds: pd.Series | N
             f"item ids must be unique; {dup.nunique()} repeat, e.g. {dup.unique()[:5].tolist()}. "
             "Drop duplicate rows or build ids from the content hash"
         )
-    bad = sorted(set(splits.unique()) - {*SPLITS, GAP})
+    bad = sorted(set(splits.unique()) - set(_CODES))
     if bad:
-        raise ValueError(f"splits hold unknown values {bad}; expected {[*SPLITS, GAP]}")
+        raise ValueError(f"splits hold unknown values {bad}; expected {list(_CODES)}")
     try:
         order = np.argsort(ids.to_numpy(), kind="stable")
     except TypeError as err:
@@ -551,6 +742,7 @@ def _allocate(
     classes: npt.NDArray[np.int64] | None,
     ratios: npt.NDArray[np.float64],
     rng: np.random.Generator,
+    placed: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Part index per row; every group whole in one part, each part's label mix near its target.
 
@@ -559,7 +751,8 @@ def _allocate(
     counts and their targets least (the greedy of sklearn's StratifiedGroupKFold,
     with targets from the ratios). Single rows then fill each class's remaining
     quota exactly (largest remainder), which makes an ungrouped split exactly
-    stratified.
+    stratified. Groups with a part in `placed` (per group; -1: free) stay there and
+    count toward their part's fill first, so the targets hold over all rows.
     """
     n = len(groups)
     cls = classes if classes is not None else np.zeros(n, dtype=np.int64)
@@ -572,8 +765,12 @@ def _allocate(
     target = ratios[:, None] * total[None, :]
     filled = np.zeros((n_parts, n_classes), dtype=np.float64)
     group_part = np.full(n_groups, -1, dtype=np.int64)
+    if placed is not None:
+        held = np.flatnonzero(placed >= 0)
+        group_part[held] = placed[held]
+        np.add.at(filled, placed[held], counts[held])
 
-    multi = np.flatnonzero(sizes > 1)
+    multi = np.flatnonzero((sizes > 1) & (group_part < 0))
     order = multi[np.lexsort((rng.permutation(len(multi)), -sizes[multi]))]
     # A part with target 0 for a class must never take it: divide by a tiny number.
     safe_target = np.where(target > 0, target, 1e-9)
@@ -587,13 +784,15 @@ def _allocate(
         filled[part] += vec
 
     row_part = group_part[groups]
-    single_rows = np.flatnonzero(sizes[groups] == 1)
+    single_rows = np.flatnonzero((sizes[groups] == 1) & (row_part < 0))
     for c in range(n_classes):
         rows = single_rows[cls[single_rows] == c]
         if len(rows) == 0:
             continue
         final = _apportion(int(total[c]), ratios)
         need = np.maximum(final - filled[:, c], 0.0)
+        if need.sum() == 0:  # placed groups already overfill every part: spread by the ratios
+            need = ratios.astype(np.float64)
         quota = _apportion(len(rows), need)
         shuffled = rows[rng.permutation(len(rows))]
         row_part[shuffled] = np.repeat(np.arange(n_parts), quota)
@@ -618,27 +817,47 @@ def _assign_temporal(
     time_col: str,
     ratios: npt.NDArray[np.float64],
     gap: str | float | None,
-) -> npt.NDArray[np.object_]:
+    fixed: npt.NDArray[np.int64] | None = None,
+    cuts: tuple[float, float] | None = None,
+) -> tuple[npt.NDArray[np.object_], tuple[float, float]]:
+    """Labels by time, and the two cut times (kept from an earlier run when `cuts` is given).
+
+    With `fixed`, assigned rows keep their split; a new row takes the window of its time unless its
+    group already sits in another split (then it is a gap row), and joins a holdout group.
+    """
     times, gap_value = _parse_times(df[time_col], time_col, gap)
     n = len(times)
-    sorted_times = np.sort(times)
-    cuts = []
-    for frac in (ratios[0], ratios[0] + ratios[1]):
-        pos = int(round(n * frac))
-        # Cut at a timestamp, not a row: equal timestamps stay in one split.
-        cuts.append(sorted_times[pos] if pos < n else np.inf)
+    if cuts is None:
+        sorted_times = np.sort(times)
+        found = []
+        for frac in (ratios[0], ratios[0] + ratios[1]):
+            pos = int(round(n * frac))
+            # Cut at a timestamp, not a row: equal timestamps stay in one split.
+            found.append(float(sorted_times[pos]) if pos < n else float("inf"))
+        cuts = (found[0], found[1])
     part = np.searchsorted(np.asarray(cuts, dtype=np.float64), times.astype(np.float64), side="right")
     excluded = np.zeros(n, dtype=bool)
     if gap_value:
         for cut in cuts:
             excluded |= (times >= cut - gap_value) & (times < cut)
-    # The earliest placed copy of a group wins; later copies would leak backwards.
+    codes = fixed if fixed is not None else np.full(n, _NEW, dtype=np.int64)
+    new = codes == _NEW
+    # The earliest placed copy of a group wins; later copies would leak backwards. A group an earlier
+    # run placed keeps that split: its new rows elsewhere in time are gap rows.
     kept_part = np.where(excluded, len(SPLITS), part)
+    placed = ~new & (codes < len(SPLITS))
     first_part = np.full(int(groups.max()) + 1, len(SPLITS), dtype=np.int64)
-    np.minimum.at(first_part, groups, kept_part)
-    excluded |= kept_part > first_part[groups]
-    labels = np.array(SPLITS, dtype=object)[part]
+    np.minimum.at(first_part, groups[new], kept_part[new])
+    first_placed = np.full(len(first_part), len(SPLITS), dtype=np.int64)
+    np.minimum.at(first_placed, groups[placed], codes[placed])
+    group_part = np.where(first_placed < len(SPLITS), first_placed, first_part)
+    excluded |= kept_part != group_part[groups]
+    labels = np.array(SPLITS, dtype=object)[np.minimum(part, len(SPLITS) - 1)]
     labels[excluded] = GAP
+    holdout_group = np.zeros(len(group_part), dtype=bool)
+    holdout_group[groups[codes == _HOLDOUT]] = True
+    labels[new & holdout_group[groups]] = HOLDOUT
+    labels[~new] = np.array(_CODES, dtype=object)[codes[~new]]
     for i, name in enumerate(SPLITS):
         if ratios[i] > 0 and not (labels == name).any():
             raise ValueError(
@@ -646,7 +865,7 @@ def _assign_temporal(
                 f"values{f' and gap={gap!r} excludes {int(excluded.sum())} rows' if gap_value else ''}. "
                 "Use a smaller gap, other ratios, or strategy='stratified'"
             )
-    return labels
+    return labels, cuts
 
 
 def _parse_times(values: pd.Series, time_col: str, gap: str | float | None) -> tuple[npt.NDArray[np.float64], float]:

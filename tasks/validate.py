@@ -1,7 +1,9 @@
 """Great Expectations gate: suites kept as JSON files in `expectations/`, run through a checkpoint.
 
 An expectation whose `meta` says `"row_level": true` quarantines its unexpected
-rows instead of failing the gate; every other failed expectation stops the flow.
+rows instead of failing the gate; every other failed expectation stops the flow, and
+so does a row-level one that names no rows (a table-level or aggregate expectation
+has none to quarantine, so marking it row-level must not wave it through).
 Data Docs are built under the project home.
 """
 
@@ -48,11 +50,23 @@ class ExpectationOutcome:
     """A table-level expectation's observed value (e.g. the row count)."""
 
     @property
+    def quarantines(self) -> bool:
+        """A failure this expectation settles by quarantining rows: row-level, and it named them."""
+        return self.row_level and bool(self.unexpected_ids)
+
+    @property
     def problem(self) -> str:
         """What failed, in words: the bad-row count, or the observed value for table-level expectations."""
-        if self.column is None and self.observed is not None:
-            return f"observed {self.observed}"
-        return f"{self.unexpected_count} bad rows"
+        if self.observed is not None and (self.column is None or not self.unexpected_ids):
+            found = f"observed {self.observed}"
+        else:
+            found = f"{self.unexpected_count} bad rows"
+        if self.row_level and not self.unexpected_ids:
+            found += (
+                ' (marked "row_level" but it names no rows to quarantine, so it fails the gate: '
+                'remove "row_level" from its meta, or fix the data)'
+            )
+        return found
 
     @property
     def label(self) -> str:
@@ -80,7 +94,8 @@ class ValidationOutcome:
 
     @property
     def failed_hard(self) -> list[ExpectationOutcome]:
-        return [e for e in self.expectations if not e.success and not e.row_level]
+        """Failures that stop the flow: every failure not settled by quarantining rows."""
+        return [e for e in self.expectations if not e.success and not e.quarantines]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +129,7 @@ class ValidationOutcome:
             "|---|---|---|---|",
         ]
         for e in self.expectations:
-            result = "pass" if e.success else ("quarantined" if e.row_level else "FAIL")
+            result = "pass" if e.success else ("quarantined" if e.quarantines else "FAIL")
             lines.append(f"| `{e.label}` | {'yes' if e.row_level else 'no'} | {result} | {e.unexpected_count} |")
         if self.data_docs:
             lines += ["", f"Data Docs: {self.data_docs}"]

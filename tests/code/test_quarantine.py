@@ -82,6 +82,7 @@ def test_run_account_names_a_row_a_stage_dropped_on_purpose() -> None:
         "quarantined": {},
         "quarantined_total": 4,
         "gap": 0,
+        "holdout": 0,
         "splits": {"train": 4, "test": 2},
     }
     assert account.quarantined == {"ingest": 1, "missing": 1, "dedupe": 1, "labels": 1}

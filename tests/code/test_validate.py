@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -74,3 +75,21 @@ def test_missing_or_malformed_suite_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SuiteFileError, match="not valid JSON"):
         load_suite(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    "expectation",
+    [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 10}},
+        {"type": "expect_column_unique_value_count_to_be_between", "kwargs": {"column": "label", "min_value": 3}},
+    ],
+    ids=["table-level", "aggregate"],
+)
+def test_row_level_expectation_that_names_no_rows_fails_the_gate(tmp_path: Path, expectation: dict[str, Any]) -> None:
+    # Marked row-level, a table or aggregate expectation quarantines nothing: it must not pass the gate either.
+    suite = _suite(tmp_path, [expectation | {"meta": {"row_level": True}}])
+    with pytest.raises(ExpectationGateError) as caught:
+        validate_frame(FRAME, suite, gx_root=tmp_path / "gx", asset="t", where="test data")
+    message = str(caught.value)
+    assert expectation["type"] in message and "names no rows to quarantine" in message
+    assert caught.value.outcome.quarantine.empty  # nothing was quarantined on its account

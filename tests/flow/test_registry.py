@@ -41,14 +41,18 @@ def test_gate_idempotency_and_human_review(make_config: Callable[..., Path], hom
     assert again["existing"] and again["model_version"] == first["model_version"]
     assert _versions(mlflow_store, "rt-review") == [first["model_version"]]
 
-    # a changed config that must beat the champion by a margin it cannot reach stays challenger
+    # a new tuning grid (one trial at the default lr) is a new input: a new version, not the old one again;
+    # it must beat the champion by a margin it cannot reach, so it stays challenger
     worse_config = make_config(
         registry__model_name="rt-review",
         registry__promotion=LOW_FLOORS | {"margin": 1.0},
-        **(SMALL | {"train__epochs": 2}),
+        tuning__method="grid",
+        tuning__grid={"lr": [0.001]},
+        **SMALL,
     )
     second = pipeline(config_path=str(worse_config), home=str(home.root))
-    assert second["aliases"] == ["challenger"]
+    assert not second["existing"] and second["model_version"] != first["model_version"]
+    assert second["aliases"] == ["challenger"] and second["tuning"]["trials"] == 1
     version = client.get_model_version("rt-review", second["model_version"])
     assert version.tags["sluice.gate.champion"].startswith("FAILED: f1_macro")
     assert f"vs champion v{first['model_version']}" in version.tags["sluice.gate.champion"]
@@ -75,7 +79,7 @@ def test_gate_idempotency_and_human_review(make_config: Callable[..., Path], hom
         == 0
     )
     promoted = client.get_model_version("rt-review", second["model_version"])
-    assert promoted.tags["sluice.review.reviewer"] == "rita"
+    assert promoted.tags["sluice.review.by"] == "rita"
     assert promoted.tags["sluice.review.reason"] == "better on the new data"
     assert str(client.get_model_version_by_alias("rt-review", "champion").version) == second["model_version"]
     assert main(["--home", str(home.root), "reject", "rt-review", second["model_version"], "--reason", "bias"]) == 0
