@@ -37,6 +37,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from tasks import rowhash
 from tasks.columns import (
     ADDED,
     ITEM_ID,
@@ -55,7 +56,8 @@ from tasks.quarantine import (
     write_quarantine,
 )
 
-SNAPSHOT_FORMAT = 2  # bump when the snapshot layout changes: old ids must not be reused
+SNAPSHOT_FORMAT = 3  # bump when the snapshot layout or the ids change: old ids must not be reused
+# 3: content ids hash each value's canonical form (`tasks.rowhash`), no longer its pandas text
 _FORMATS = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -182,7 +184,57 @@ def _detect_format(path: Path, declared: str) -> str:
     )
 
 
-def hash_file(path: Path, *, encoding: str | None = "utf-8", chunk_bytes: int = 1 << 20) -> SourceFile:
+def _complete_utf8(chunk: bytes) -> int:
+    """Length of `chunk` without a UTF-8 sequence cut off at its end (the next chunk holds the rest)."""
+    end = len(chunk)
+    start = end - 1
+    while start >= max(0, end - 3) and chunk[start] & 0xC0 == 0x80:  # continuation bytes
+        start -= 1
+    if start < 0:
+        return end
+    lead = chunk[start]
+    width = 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4 if lead >> 3 == 0b11110 else 1
+    return start if end - start < width else end
+
+
+def _valid_utf8(chunk: bytes) -> bool:
+    """Whether `chunk` is UTF-8, checked by Arrow (SIMD, no str objects: several GB/s)."""
+    offsets = pa.py_buffer(np.array([0, len(chunk)], dtype=np.int32).tobytes())
+    try:
+        pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(chunk)]).cast(pa.string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _decode_error(path: Path, encoding: str, chunk_bytes: int) -> IngestError | None:
+    """The first undecodable byte of a file, found with Python's decoder (precise, slower)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return _undecodable(path, encoding, chunk[exc.start], size + exc.start)
+            size += len(chunk)
+    pending = decoder.getstate()[0]  # bytes of a character the file ends inside
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return _undecodable(path, encoding, pending[0], size - len(pending))
+    return None
+
+
+def _undecodable(path: Path, encoding: str, byte: int, offset: int) -> IngestError:
+    return IngestError(
+        f"{path} is not valid {encoding}: byte 0x{byte:02x} at offset {offset} cannot be decoded. Re-save the "
+        "file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or set source.encoding in the pipeline config to the "
+        "file's real encoding (e.g. latin-1)."
+    )
+
+
+def hash_file(path: Path, *, encoding: str | None = "utf-8", chunk_bytes: int = 1 << 22) -> SourceFile:
     """sha256 of a file's bytes, checking in the same pass that text files decode.
 
     Raises:
@@ -190,9 +242,11 @@ def hash_file(path: Path, *, encoding: str | None = "utf-8", chunk_bytes: int = 
     """
     digest = hashlib.sha256()
     size = 0
-    decoder = codecs.getincrementaldecoder(encoding)() if encoding else None
+    utf8 = encoding is not None and codecs.lookup(encoding).name == "utf-8"
+    decoder = codecs.getincrementaldecoder(encoding)() if encoding and not utf8 else None
     # A NUL byte never occurs in ASCII-compatible text (latin-1 would decode it happily); UTF-16/32 are full of them.
     nul_is_binary = encoding is not None and not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    carried = b""  # UTF-8: the start of a character the chunk boundary cut
     with path.open("rb") as handle:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
@@ -202,17 +256,20 @@ def hash_file(path: Path, *, encoding: str | None = "utf-8", chunk_bytes: int = 
                     "source.path at CSV, JSONL or Parquet files (a Parquet file needs the .parquet extension "
                     "or source.format: parquet), or set source.encoding if it is UTF-16 text."
                 )
-            if decoder is not None:
+            if utf8:
+                text = carried + chunk
+                complete = _complete_utf8(text)
+                if not _valid_utf8(text[:complete]):
+                    raise _decode_error(path, "utf-8", chunk_bytes) or _undecodable(path, "utf-8", 0, size)
+                carried = text[complete:]
+            elif decoder is not None:
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError as exc:
-                    raise IngestError(
-                        f"{path} is not valid {encoding}: byte 0x{chunk[exc.start]:02x} at offset "
-                        f"{size + exc.start} cannot be decoded. Re-save the file as UTF-8 "
-                        f"(e.g. `iconv -f latin1 -t utf-8`), or set source.encoding in the pipeline config "
-                        "to the file's real encoding (e.g. latin-1)."
-                    ) from None
+                    raise _undecodable(path, str(encoding), chunk[exc.start], size + exc.start) from None
             size += len(chunk)
+    if carried and (error := _decode_error(path, "utf-8", chunk_bytes)) is not None:
+        raise error
     if size == 0:
         raise IngestError(f"{path} is empty (0 bytes); remove it from source.path or fill it with data.")
     return SourceFile(path=str(path), sha256=digest.hexdigest(), bytes=size, format="")
@@ -325,28 +382,25 @@ def read_source(path: Path, fmt: str, config: SourceConfig) -> tuple[pd.DataFram
         raise _unreadable_parquet(path, exc) from exc
 
 
-def _content_hashes(frame: pd.DataFrame, context: pd.DataFrame | None = None) -> np.ndarray:
-    """64-bit hash of each row's content (provenance columns excluded): the base of a content id.
+def _content_hashes(table: pa.Table) -> np.ndarray:
+    """64-bit hash of each row's content (provenance and id columns excluded): the base of a content id.
 
-    Args:
-        context: rows formatted with `frame` but not hashed: pandas turns a datetime column into
-            text at the finest precision of the whole column, so a batch is formatted beside probe
-            rows that carry the precisions of the whole snapshot.
+    Each value is hashed in a canonical form (`tasks.rowhash`), so a row's hash does not depend on the
+    other rows of its batch, on how pandas or Arrow store a column, or on the order of the columns.
     """
-    rows = len(frame)
-    if context is not None:
-        frame = pd.concat([frame, context], ignore_index=True)
-    content = frame.drop(columns=[c for c in PROVENANCE if c in frame.columns])
-    return pd.util.hash_pandas_object(content.astype(str), index=False).to_numpy(dtype=np.uint64)[:rows]
+    names = [c for c in table.column_names if c not in PROVENANCE and c != ITEM_ID]
+    return rowhash.hash_rows(table, names)
 
 
-def _format_ids(hashes: np.ndarray, occurrence: np.ndarray) -> pd.Series:
+def _format_ids(hashes: np.ndarray, occurrence: np.ndarray) -> pa.Array:
     """`<16 hex digits>` per hash, `-k` appended for the k-th repeat (vectorised: ~40 M ids a run)."""
-    hexed = np.frombuffer(hashes.astype(">u8").tobytes().hex().encode("ascii"), dtype="S16")
-    ids = pd.Series(pa.array(hexed, type=pa.binary(16)).cast(pa.string()).to_pandas(), dtype="str")
+    ids = rowhash.format_hex(hashes)
     repeated = np.flatnonzero(occurrence)
     if repeated.size:
-        ids.iloc[repeated] = [f"{ids.iloc[i]}-{occurrence[i]}" for i in repeated]
+        suffixed = [f"{base}-{occurrence[i]}" for base, i in zip(ids.take(repeated).to_pylist(), repeated, strict=True)]
+        mask = np.zeros(len(ids), dtype=bool)
+        mask[repeated] = True
+        ids = pc.replace_with_mask(ids, pa.array(mask), pa.array(suffixed, type=pa.string()))
     return ids
 
 
@@ -365,9 +419,9 @@ def derive_item_ids(df: pd.DataFrame, *, id_column: str | None, where: str) -> p
                 f"available columns: {', '.join(map(str, df.columns))}."
             )
         return values_as_text(df[id_column]).rename(ITEM_ID)
-    hashes = _content_hashes(df)
+    hashes = _content_hashes(pa.Table.from_pandas(df, preserve_index=False))
     base = pd.Series(hashes).groupby(hashes).cumcount().to_numpy()
-    return _format_ids(hashes, base).set_axis(df.index).rename(ITEM_ID)
+    return pd.Series(_format_ids(hashes, base).to_pandas(), index=df.index, dtype="str", name=ITEM_ID)
 
 
 def values_as_text(values: pd.Series) -> pd.Series:
@@ -933,14 +987,13 @@ def _write_snapshot_data(
     text = _text_columns(scans)
     layout = _snapshot_layout(scans, text)
     schema = _arrow_schema(layout, where)
-    temporal = any(
-        pd.api.types.is_datetime64_any_dtype(t) or pd.api.types.is_timedelta64_dtype(t) for t in layout.dtypes
-    )
-    context = layout if temporal else None
     counter = OccurrenceCounter()
     ids = _IdFilter(id_column, configured=bool(config.id_column)) if id_column else None
+    content_schema = schema.remove(0)  # without the id column, which content ids are added to
     kept = 0
-    with pq.ParquetWriter(target, schema) as writer:
+    # ids and row numbers never repeat: a dictionary for them is built, found useless and dropped, per batch
+    dictionary = [name for name in schema.names if name not in (ITEM_ID, SOURCE_ROW)]
+    with pq.ParquetWriter(target, schema, use_dictionary=dictionary) as writer:
         for scan in scans:
             name, start = Path(scan.source.path).name, 0
             for batch in _iter_frames(scan, config, block_bytes, text):
@@ -948,12 +1001,16 @@ def _write_snapshot_data(
                 start += len(frame)
                 if ids is not None:
                     frame = ids.keep(frame)
-                else:
-                    hashes = _content_hashes(frame, context)
-                    frame.insert(0, ITEM_ID, _format_ids(hashes, counter.occurrences(hashes)).set_axis(frame.index))
                 kept += len(frame)
                 try:
-                    writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                    if ids is not None:
+                        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+                    else:
+                        table = pa.Table.from_pandas(frame, schema=content_schema, preserve_index=False)
+                        hashes = _content_hashes(table)
+                        item_ids = _format_ids(hashes, counter.occurrences(hashes)).cast(schema.field(0).type)
+                        table = table.add_column(0, schema.field(0), item_ids)
+                    writer.write_table(table)
                 except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                     raise IngestError(
                         f"{scan.source.path} cannot be stored as Parquet ({exc}); make its values of each "

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.columns import ITEM_ID, PROVENANCE, SOURCE_FILE, SOURCE_ROW
+from tasks.columns import ITEM_ID, SOURCE_FILE, SOURCE_ROW
 from tasks.ingest import (
     OccurrenceCounter,
     SourceConfig,
@@ -19,15 +19,6 @@ from tasks.ingest import (
 )
 
 TINY_BLOCK = 512  # bytes per CSV batch: every case below spans many batches
-
-
-def _ids_before_streaming(df: pd.DataFrame) -> pd.Series:
-    """The content ids as the first (whole-file) implementation computed them, verbatim."""
-    content = df.drop(columns=[c for c in [*PROVENANCE, ITEM_ID] if c in df.columns])
-    hashed = pd.util.hash_pandas_object(content.astype(str), index=False)
-    base = hashed.map(lambda h: f"{int(h):016x}")
-    occurrence = base.groupby(base).cumcount()
-    return base.where(occurrence == 0, base + "-" + occurrence.astype(str))
 
 
 def _whole_file_snapshot(paths: list[Path], config: SourceConfig, tmp_path: Path) -> pd.DataFrame:
@@ -41,8 +32,9 @@ def _whole_file_snapshot(paths: list[Path], config: SourceConfig, tmp_path: Path
         frames.append(frame)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     data.insert(0, ITEM_ID, derive_item_ids(data, id_column=config.id_column, where="reference"))
-    if not config.id_column:
-        assert data[ITEM_ID].tolist() == _ids_before_streaming(data).tolist()
+    if not config.id_column:  # a content id depends on the row's values alone, not on the column order
+        reordered = data[list(data.columns[::-1])]
+        assert data[ITEM_ID].tolist() == derive_item_ids(reordered, id_column=None, where="reference").tolist()
     target = tmp_path / "reference.parquet"
     data.to_parquet(target, index=False)
     return pd.read_parquet(target)

@@ -1,10 +1,13 @@
-"""Ingest on a Dask cluster: one task per file, and the same snapshot a plain run writes."""
+"""Ingest on a Dask cluster of worker processes: one task per file, and the same snapshot a plain run writes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +35,45 @@ def raw_folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def dask_address(tmp_path: Path) -> Iterator[str]:
+    """A `dask scheduler` and a `dask worker` (two worker processes) started as commands on loopback, stopped after."""
+    from distributed import Client
+
+    dask = Path(sys.executable).parent / "dask"
+    scheduler_file = tmp_path / "scheduler.json"
+    log = (tmp_path / "dask.log").open("w")
+    common = ["--no-dashboard", "--host", "127.0.0.1"]
+    scheduler = subprocess.Popen(
+        [dask, "scheduler", "--port", "0", "--scheduler-file", scheduler_file, *common], stdout=log, stderr=log
+    )
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and scheduler.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert scheduler_file.exists(), f"dask scheduler did not start: {(tmp_path / 'dask.log').read_text()}"
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker = subprocess.Popen(
+            [dask, "worker", address, "--nworkers", "2", "--nthreads", "1", *common],
+            stdout=log,
+            stderr=log,
+            cwd=Path(__file__).parents[2],
+        )
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=90)
+        yield address
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        log.close()
+
+
 def _snapshot(result: dict[str, object]) -> Snapshot:
     directory = Path(str(result["snapshot_dir"]))
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -55,23 +97,15 @@ def _task_names(flow_run_id: str) -> list[str]:
 
 
 def test_dask_ingest_writes_the_snapshot_a_plain_run_writes(
-    make_config: Callable[..., Path], raw_folder: Path, tmp_path: Path
+    make_config: Callable[..., Path], raw_folder: Path, tmp_path: Path, dask_address: str
 ) -> None:
-    from distributed import LocalCluster
-
     from flows.ingest import ingest_flow
 
     config = make_config(source__path=str(raw_folder), demo=None)
     plain = ingest_flow(config_path=str(config), home=str(tmp_path / "plain"))
 
-    # an address, as for a remote cluster: the scheduler and workers speak TCP
-    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=None) as cluster:
-        state = ingest_flow(
-            config_path=str(config),
-            home=str(tmp_path / "dask"),
-            dask=cluster.scheduler_address,
-            return_state=True,
-        )
+    # a separately started scheduler and worker, by address, as for a remote cluster
+    state = ingest_flow(config_path=str(config), home=str(tmp_path / "dask"), dask=dask_address, return_state=True)
     distributed = state.result()
 
     assert distributed["snapshot_id"] == plain["snapshot_id"]
@@ -92,14 +126,12 @@ def test_dask_ingest_writes_the_snapshot_a_plain_run_writes(
 def test_a_second_dask_run_reuses_the_snapshot_without_scanning(
     make_config: Callable[..., Path], raw_folder: Path, tmp_path: Path
 ) -> None:
-    from prefect_dask import DaskTaskRunner
-
-    from flows.ingest import ingest_files_parallel
+    from flows.ingest import dask_task_runner, ingest_files_parallel
 
     config = make_config(source__path=str(raw_folder), demo=None)
     home = Home.resolve(tmp_path / "home")
-    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "processes": False, "dashboard_address": None})
-    parallel = ingest_files_parallel.with_options(task_runner=runner)
+    # the local cluster `ingest_flow(dask=True)` starts: worker processes, so tasks and results are pickled
+    parallel = ingest_files_parallel.with_options(task_runner=dask_task_runner(True))
     first = parallel(config_path=str(config), home=str(home.root))
     state = parallel(config_path=str(config), home=str(home.root), return_state=True)
     second = state.result()
