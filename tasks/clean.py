@@ -136,19 +136,44 @@ def _impute_value(values: pd.Series, policy: MissingPolicy, column: str) -> obje
     return float(numeric.median() if policy.strategy == "median" else numeric.mean())
 
 
-def _outlier_mask(values: pd.Series, rule: OutlierRule) -> tuple[pd.Series, str]:
+@dataclass(frozen=True)
+class OutlierBounds:
+    """An outlier rule's thresholds, learned from one set of values and applied to any (a partition)."""
+
+    rule: OutlierRule
+    low: float
+    high: float
+    mean: float = 0.0
+    std: float = 0.0
+
+    def mask(self, values: pd.Series) -> pd.Series:
+        """Which values lie outside the bounds (non-numeric and missing values never do)."""
+        numeric = pd.to_numeric(values, errors="coerce")
+        if self.rule.method == "iqr":
+            return (numeric < self.low) | (numeric > self.high)
+        if not np.isfinite(self.std) or self.std == 0:
+            return pd.Series(False, index=values.index)
+        return ((numeric - self.mean) / self.std).abs() > self.rule.k
+
+    def reason(self) -> str:
+        if self.rule.method == "iqr":
+            return f"outside [{self.low:.4g}, {self.high:.4g}] (IQR rule, k={self.rule.k})"
+        return f"|z| > {self.rule.k} (mean {self.mean:.4g}, std {self.std:.4g})"
+
+
+def learn_outlier_bounds(values: pd.Series, rule: OutlierRule) -> OutlierBounds:
+    """The rule's thresholds over `values` (quartiles, or mean and standard deviation).
+
+    Raises:
+        ValueError: the column has no numeric values.
+    """
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().sum() == 0:
         raise ValueError(f'clean.outliers names column "{rule.column}", which has no numeric values; remove the rule.')
     if rule.method == "iqr":
         q1, q3 = numeric.quantile(0.25), numeric.quantile(0.75)
-        low, high = q1 - rule.k * (q3 - q1), q3 + rule.k * (q3 - q1)
-        return (numeric < low) | (numeric > high), f"outside [{low:.4g}, {high:.4g}] (IQR rule, k={rule.k})"
-    std = numeric.std(ddof=0)
-    if not np.isfinite(std) or std == 0:
-        return pd.Series(False, index=values.index), ""
-    z = (numeric - numeric.mean()) / std
-    return z.abs() > rule.k, f"|z| > {rule.k} (mean {numeric.mean():.4g}, std {std:.4g})"
+        return OutlierBounds(rule, low=float(q1 - rule.k * (q3 - q1)), high=float(q3 + rule.k * (q3 - q1)))
+    return OutlierBounds(rule, low=np.nan, high=np.nan, mean=float(numeric.mean()), std=float(numeric.std(ddof=0)))
 
 
 def _exact_duplicates(data: pd.DataFrame, columns: list[str]) -> tuple[pd.Series, list[str]]:
@@ -206,9 +231,10 @@ def clean_frame(df: pd.DataFrame, config: CleanConfig) -> CleanResult:
 
     for rule in config.outliers:
         _require(data, rule.column, "outliers")
-        mask, why = _outlier_mask(data[rule.column], rule)
+        bounds = learn_outlier_bounds(data[rule.column], rule)
+        mask = bounds.mask(data[rule.column])
         if mask.any():
-            parts.append(quarantine_rows(data[mask], step="outliers", reason=f'"{rule.column}" {why}'))
+            parts.append(quarantine_rows(data[mask], step="outliers", reason=f'"{rule.column}" {bounds.reason()}'))
             data = data[~mask]
 
     quarantine = concat_quarantine(parts)
