@@ -16,8 +16,9 @@ another Parquet file and returns the quarantine, the same rows with the same rea
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,15 @@ from tasks.clean import (
 from tasks.columns import ITEM_ID
 from tasks.ingest import OccurrenceCounter
 from tasks.quarantine import check_conservation, concat_quarantine, quarantine_rows
+from tasks.validate import (
+    ExpectationOutcome,
+    SuiteFileError,
+    ValidationOutcome,
+    load_suite,
+    quarantine_row_level,
+    raise_on_failure,
+    run_suite,
+)
 
 Partitions = Callable[[], Iterator[pd.DataFrame]]
 """A source that can be read again: each call yields the data's partitions in order."""
@@ -223,3 +233,144 @@ def clean_parquet(source: Path, target: Path, config: CleanConfig, *, rows_per_p
             writer.close()
     quarantine = concat_quarantine([part for step in steps for part in step])
     return PartitionedClean(rows_in, kept, quarantine, imputed, partitions)
+
+
+# --- validation ------------------------------------------------------------------------------------------
+# Each partition runs the suite through GX as it is; the outcomes are then combined as one run over all
+# the rows would report them. Row-level (column map) expectations add up their counts and unexpected ids
+# and apply `mostly` to the totals, as GX does; the row count is the sum; uniqueness is decided across
+# partitions from value hashes (a value repeated in another partition is a duplicate too).
+
+_UNIQUE = "expect_column_values_to_be_unique"
+_ROW_COUNT = "expect_table_row_count_to_be_between"
+_SAME_IN_EVERY_PARTITION = {"expect_column_to_exist", "expect_table_columns_to_match_set"}
+
+
+def _mostly_success(expectation: ExpectationOutcome, element_count: int, missing: int, unexpected: int) -> bool:
+    """GX's verdict for a column map expectation from its counts: vacuously true without values."""
+    considered = element_count - missing
+    if element_count == 0 or considered == 0:
+        return True
+    return (considered - unexpected) / considered >= float(expectation.kwargs.get("mostly") or 1.0)
+
+
+def _row_count_success(kwargs: dict[str, Any], rows: int) -> bool:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    above = low is None or (rows > low if kwargs.get("strict_min") else rows >= low)
+    below = high is None or (rows < high if kwargs.get("strict_max") else rows <= high)
+    return above and below
+
+
+def _value_keys(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    hashes, present = rowhash.value_hashes(pa.array(values, from_pandas=True))
+    return hashes, present & values.notna().to_numpy()
+
+
+def _repeated_values(read: Partitions, columns: list[str]) -> dict[str, np.ndarray]:
+    """Per column, the hashes of the values that occur more than once in the whole data (sorted)."""
+    counters = {c: OccurrenceCounter() for c in columns}
+    repeated: dict[str, set[int]] = {c: set() for c in columns}
+    for partition in read():
+        for column in columns:
+            hashes, present = _value_keys(partition[column])
+            later = counters[column].occurrences(hashes[present]) > 0
+            repeated[column].update(int(h) for h in hashes[present][later])
+    return {c: np.array(sorted(v), dtype=np.uint64) for c, v in repeated.items()}
+
+
+def _combine(
+    expectation: ExpectationOutcome, runs: list[ExpectationOutcome], unique_ids: list[str] | None, rows: int
+) -> ExpectationOutcome:
+    """One expectation's outcome over all partitions, from its outcome in each."""
+    if expectation.type == _ROW_COUNT:
+        success = _row_count_success(expectation.kwargs, rows)
+        return replace(expectation, success=success, unexpected_count=int(not success), observed=rows)
+    if expectation.type in _SAME_IN_EVERY_PARTITION:
+        success = all(r.success for r in runs)
+        return replace(expectation, success=success, unexpected_count=int(not success))
+    if not expectation.type.startswith("expect_column_value"):
+        raise SuiteFileError(
+            f"{expectation.type} cannot be computed a partition at a time; validate the data in one pass, or use "
+            "column value expectations, uniqueness and the row count."
+        )
+    elements = sum(r.element_count for r in runs)
+    missing = sum(r.missing_count for r in runs)
+    ids = unique_ids if unique_ids is not None else [i for r in runs for i in r.unexpected_ids]
+    return replace(
+        expectation,
+        success=_mostly_success(expectation, elements, missing, len(ids)),
+        unexpected_count=len(ids),
+        unexpected_ids=ids,
+        element_count=elements,
+        missing_count=missing,
+    )
+
+
+def run_suite_partitioned(
+    read: Partitions, suite_path: Path, *, gx_root: Path, asset: str, where: str
+) -> ValidationOutcome:
+    """A suite over every partition, combined into the outcome one run over all the data gives."""
+    suite = load_suite(suite_path)
+    unique_columns = [e["kwargs"]["column"] for e in suite["expectations"] if e.get("type") == _UNIQUE]
+    repeated = _repeated_values(read, unique_columns) if unique_columns else {}
+    runs: list[ValidationOutcome] = []
+    duplicates: dict[str, list[str]] = {c: [] for c in unique_columns}
+    rows = 0
+    for partition in read():
+        runs.append(run_suite(partition, suite_path, gx_root=gx_root, asset=asset, where=where))
+        rows += len(partition)
+        for column in unique_columns:
+            hashes, present = _value_keys(partition[column])
+            hit = present & np.isin(hashes, repeated[column])
+            duplicates[column].extend(partition[ITEM_ID].astype(str).to_numpy()[hit].tolist())
+    if not runs:
+        raise ValueError(f"{where} has no partitions to validate.")
+    expectations = []
+    for index, first in enumerate(runs[0].expectations):
+        unique_ids = duplicates[str(first.column)] if first.type == _UNIQUE else None
+        expectations.append(_combine(first, [r.expectations[index] for r in runs], unique_ids, rows))
+    return replace(runs[-1], success=all(e.success for e in expectations), expectations=expectations)
+
+
+def validate_parquet(
+    source: Path, target: Path, suite_path: Path, *, gx_root: Path, asset: str, where: str, rows_per_partition: int
+) -> ValidationOutcome:
+    """`validate_frame` a partition at a time: row-level failures quarantined, the rest written to `target`.
+
+    As in one pass, the suite runs again on the kept rows when some were quarantined, so the verdict
+    describes the data that moves on.
+
+    Raises:
+        ExpectationGateError: a hard expectation failed on the kept rows.
+    """
+    dropped: set[str] = set()
+
+    def read() -> Iterator[pd.DataFrame]:
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=rows_per_partition):
+            frame = batch.to_pandas()
+            yield frame[~frame[ITEM_ID].astype(str).isin(dropped)].reset_index(drop=True) if dropped else frame
+
+    quarantine: list[pd.DataFrame] = []
+    for _ in range(2):  # a second round only when the first quarantined rows (see validate_frame)
+        outcome = run_suite_partitioned(read, suite_path, gx_root=gx_root, asset=asset, where=where)
+        parts = [quarantine_row_level(partition, outcome)[1] for partition in read()]
+        quarantine += parts
+        dropped |= {str(i) for part in parts for i in part[ITEM_ID]}
+        if not any(len(part) for part in parts):
+            break
+    outcome.quarantine = concat_quarantine(quarantine)
+    raise_on_failure(outcome)
+    _write_partitions(read(), target)
+    return outcome
+
+
+def _write_partitions(partitions: Iterator[pd.DataFrame], target: Path) -> None:
+    writer: pq.ParquetWriter | None = None
+    try:
+        for partition in partitions:
+            table = pa.Table.from_pandas(partition, preserve_index=False)
+            writer = writer or pq.ParquetWriter(target, table.schema)
+            writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()

@@ -48,6 +48,9 @@ class ExpectationOutcome:
     unexpected_ids: list[str] = field(default_factory=list)
     observed: object = None
     """A table-level expectation's observed value (e.g. the row count)."""
+    element_count: int = 0
+    missing_count: int = 0
+    """Rows seen and rows whose value was missing (what `mostly` is measured against)."""
 
     @property
     def quarantines(self) -> bool:
@@ -226,6 +229,8 @@ def run_suite(df: pd.DataFrame, suite_path: Path, *, gx_root: Path, asset: str, 
                     unexpected_count=int(details.get("unexpected_count") or (0 if item.success else 1)),
                     unexpected_ids=ids,
                     observed=details.get("observed_value"),
+                    element_count=int(details.get("element_count") or 0),
+                    missing_count=int(details.get("missing_count") or 0),
                 )
             )
     docs = context.get_docs_sites_urls()
