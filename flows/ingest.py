@@ -9,6 +9,10 @@ identical to a plain run's.
     dask=True             a local Dask cluster, one worker process per core
     dask="tcp://h:8786"   an existing Dask cluster; every worker must see the raw files and the
                           project home at the same paths (a shared filesystem) and have sluice installed
+
+With `partition_rows` set, raw validation and cleaning read the snapshot that many rows at a time
+(`tasks.partitioned`) and write their output under `<home>/partitioned/<snapshot id>/`, so data
+bigger than memory passes with the answer a single pass gives.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from prefect.task_runners import TaskRunner
 from flows import steps
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
-from tasks import demo_data
+from tasks import demo_data, partitioned
 from tasks import ingest as ingest_stage
+from tasks import validate as validate_stage
 
 
 @task(name="demo-data")
@@ -66,6 +71,37 @@ def ingest_files_parallel(config_path: str, home: str) -> ingest_stage.Snapshot:
     return snapshot
 
 
+def partition_folder(home: Home, snapshot_id: str) -> Path:
+    """Where partitioned validation and cleaning write the rows they keep."""
+    return home.root / "partitioned" / snapshot_id
+
+
+@task(name="validate-raw-partitioned")
+def validate_raw_partitioned(
+    config: PipelineConfig, home: Home, snapshot: ingest_stage.Snapshot, rows: int
+) -> tuple[Path, validate_stage.ValidationOutcome | None]:
+    folder = partition_folder(home, snapshot.snapshot_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not config.expectations.raw_suite:
+        return snapshot.data_path, None
+    outcome = partitioned.validate_parquet(
+        snapshot.data_path,
+        folder / "raw.parquet",
+        config.resolve_path(config.expectations.raw_suite),
+        gx_root=home.gx,
+        asset=f"{config.name}-raw",
+        where=f"snapshot {snapshot.snapshot_id}",
+        rows_per_partition=rows,
+    )
+    steps.publish(f"{config.name}-expectations-raw", outcome.summary_markdown(), "Raw-data expectation suite")
+    return folder / "raw.parquet", outcome
+
+
+@task(name="clean-partitioned")
+def clean_partitioned(config: PipelineConfig, source: Path, target: Path, rows: int) -> partitioned.PartitionedClean:
+    return partitioned.clean_parquet(source, target, config.clean, rows_per_partition=rows)
+
+
 def _counts(snapshot: ingest_stage.Snapshot) -> tuple[str, int, int]:
     return snapshot.snapshot_id, snapshot.rows, snapshot.quarantined
 
@@ -82,13 +118,39 @@ def dask_task_runner(dask: bool | str) -> TaskRunner[Any]:
     return DaskTaskRunner(cluster_kwargs=cluster)
 
 
+def _validate_and_clean_partitioned(
+    config: PipelineConfig, where: Home, snapshot: ingest_stage.Snapshot, rows: int
+) -> dict[str, Any]:
+    """Raw expectations and cleaning a partition at a time; the kept rows stay on disk."""
+    raw_path, raw_outcome = validate_raw_partitioned(config, where, snapshot, rows)
+    clean_path = partition_folder(where, snapshot.snapshot_id) / "clean.parquet"
+    cleaned = clean_partitioned(config, raw_path, clean_path, rows)
+    quarantine_path = steps.persist_quarantine(
+        where, snapshot, [o for o in (raw_outcome,) if o is not None], cleaned.quarantine
+    )
+    return {
+        "snapshot_id": snapshot.snapshot_id,
+        "snapshot_dir": str(snapshot.directory),
+        "reused": snapshot.reused,
+        "rows": snapshot.rows,
+        "malformed": snapshot.quarantined,
+        "raw_expectations": None if raw_outcome is None else raw_outcome.success,
+        "clean_rows": cleaned.rows_kept,
+        "clean_quarantined": len(cleaned.quarantine),
+        "clean_path": str(clean_path),
+        "quarantine_path": str(quarantine_path),
+    }
+
+
 @flow(name="sluice-ingest", log_prints=False)
 def ingest_flow(
     config_path: str = "configs/rotten_tomatoes.yaml",
     home: str | None = None,
     dask: bool | str = False,
+    partition_rows: int | None = None,
 ) -> dict[str, Any]:
-    """New raw files to a validated, clean snapshot; `dask` shares the per-file work out (see module doc)."""
+    """New raw files to a validated, clean snapshot; `dask` shares the per-file work out, `partition_rows`
+    validates and cleans a partition at a time (see module doc)."""
     logger = get_run_logger()
     config = load_config(config_path)
     where = Home.resolve(home)
@@ -104,6 +166,11 @@ def ingest_flow(
     else:
         snapshot = steps.ingest(config, where)
     logger.info("snapshot %s: %d rows, %d quarantined", *_counts(snapshot))
+
+    if partition_rows:
+        return _validate_and_clean_partitioned(config, where, snapshot, partition_rows) | {
+            "config": str(config.path or config_path)
+        }
 
     # --- raw expectations ------------------------------------------------------------------------------
     raw, raw_outcome = steps.validate_raw(config, where, snapshot)

@@ -104,8 +104,11 @@ def test_dask_ingest_writes_the_snapshot_a_plain_run_writes(
     config = make_config(source__path=str(raw_folder), demo=None)
     plain = ingest_flow(config_path=str(config), home=str(tmp_path / "plain"))
 
-    # a separately started scheduler and worker, by address, as for a remote cluster
-    state = ingest_flow(config_path=str(config), home=str(tmp_path / "dask"), dask=dask_address, return_state=True)
+    # a separately started scheduler and worker, by address, as for a remote cluster; then validation and
+    # cleaning a partition of 37 rows at a time (11 partitions)
+    state = ingest_flow(
+        config_path=str(config), home=str(tmp_path / "dask"), dask=dask_address, partition_rows=37, return_state=True
+    )
     distributed = state.result()
 
     assert distributed["snapshot_id"] == plain["snapshot_id"]
@@ -117,6 +120,13 @@ def test_dask_ingest_writes_the_snapshot_a_plain_run_writes(
     quarantine = pd.read_parquet(plain["quarantine_path"])
     assert len(quarantine) == plain["clean_quarantined"] >= 1
     assert data["item_id"][data["item_id"].str.endswith("-1")].isin(quarantine["item_id"]).all()
+
+    # partitioned validation and cleaning removed the same rows for the same reasons and kept the rest in order
+    columns = ["item_id", "step", "reason"]
+    partitioned = pd.read_parquet(distributed["quarantine_path"])[columns]
+    pd.testing.assert_frame_equal(partitioned, quarantine[columns])
+    kept = pd.read_parquet(str(distributed["clean_path"]))["item_id"]
+    assert kept.tolist() == data["item_id"][~data["item_id"].isin(quarantine["item_id"])].tolist()
 
     names = _task_names(str(state.state_details.flow_run_id))
     assert sum(n.startswith("scan-source") for n in names) == FILES
