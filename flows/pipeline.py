@@ -294,7 +294,8 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     datasets = {**frames, **({"holdout": split.holdout_rows()} if len(split.holdout_rows()) else {})}
     record = {
         "experiment": config.registry.experiment or config.name,
-        "artifacts_dir": where.mlflow_artifacts if tracking_uri.startswith("sqlite") else None,
+        # A database store keeps artifacts under the home; an MLflow server (http) has its own artifact store.
+        "artifacts_dir": None if tracking_uri.startswith(("http://", "https://")) else where.mlflow_artifacts,
         "run_name": f"{config.name}-{snapshot.snapshot_id[:8]}",
         "params": config.flat_params()
         | {f"train.{k}": str(v) for k, v in train_config.model_dump(mode="json").items()},

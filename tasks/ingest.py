@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from tasks.columns import (
     ADDED,
@@ -54,6 +54,7 @@ from tasks.quarantine import (
     quarantine_rows,
     write_quarantine,
 )
+from tasks.sql_source import SqlSourceConfig, load_chain, load_chain_quarantine
 
 SNAPSHOT_FORMAT = 2  # bump when the snapshot layout changes: old ids must not be reused
 _FORMATS = {
@@ -74,13 +75,21 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str
+    path: str = ""
     """A file, a folder or a glob; relative paths are taken from the directory sluice runs in."""
+    sql: SqlSourceConfig | None = None
+    """A database table or query instead of files (`tasks/sql_source.py`)."""
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
     encoding: str = "utf-8"
     delimiter: str = ","
     id_column: str | None = None
     """A column of unique ids. Without one, ids are derived from each row's content."""
+
+    @model_validator(mode="after")
+    def _files_or_database(self) -> SourceConfig:
+        if bool(self.path) == (self.sql is not None):
+            raise ValueError("set exactly one of source.path (files) and source.sql (a database table or query)")
+        return self
 
 
 class IngestError(ValueError):
@@ -121,9 +130,13 @@ class Snapshot:
         return int(self.manifest["quarantined"])  # type: ignore[call-overload]
 
     def load(self) -> pd.DataFrame:
+        if "parts" in self.manifest:  # a database snapshot: every increment of its chain
+            return load_chain(self.directory.parent, self.manifest)
         return pd.read_parquet(self.data_path)
 
     def load_quarantine(self) -> pd.DataFrame:
+        if "parts" in self.manifest:
+            return load_chain_quarantine(self.directory.parent, self.manifest)
         return pd.read_parquet(self.quarantine_path)
 
     def source_names(self) -> str:
@@ -223,7 +236,7 @@ def snapshot_id_for(files: list[SourceFile], config: SourceConfig) -> str:
     payload = {
         "format_version": SNAPSHOT_FORMAT,
         "files": sorted((Path(f.path).name, f.sha256) for f in files),
-        "reader": config.model_dump(exclude={"path"}),
+        "reader": config.model_dump(exclude={"path", "sql"}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -1051,7 +1064,7 @@ def write_snapshot(
             "columns": written.columns,
             "text_columns": written.text_columns,
             "files": [_file_entry(s, written.rejected_per_file.get(Path(s.source.path).name, 0)) for s in scans],
-            "reader": config.model_dump(exclude={"path"}),
+            "reader": config.model_dump(exclude={"path", "sql"}),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     except BaseException:

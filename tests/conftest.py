@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.services"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.postgres"]
 if (Path(__file__).parent / "fixtures" / "labelstudio.py").is_file():
     pytest_plugins.append("tests.fixtures.labelstudio")
 
