@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.demo_data import rotten_tomatoes_frame
+from tests.fixtures.labelstudio import SKIP_ENV_VAR as SKIP_LABELSTUDIO
 from tests.fixtures.postgres import PostgresServer
 from tests.flow.test_secrets import _files_containing, _mlflow_records_containing, _prefect_records_containing
 
@@ -74,6 +75,8 @@ def _snapshot_of(stdout: str) -> str:
 def test_services_on_postgresql_and_a_table_ingested_run_by_run(
     postgres: PostgresServer, make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
+    if os.environ.get(SKIP_LABELSTUDIO) == "1":
+        pytest.skip(f"{SKIP_LABELSTUDIO}=1: Label Studio tests skipped on request")
     urls = {name: postgres.create_database(name) for name in ("prefect", "mlflow", "labelstudio", "warehouse")}
     reviews = rotten_tomatoes_frame().sample(FIRST + LATER, random_state=0).assign(reviewed_at="2026-11-30 12:00:00")
     _append_reviews(urls["warehouse"], reviews.head(FIRST))
