@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tasks.db_urls import check_no_password, is_postgresql
+from tasks.db_urls import UrlError, check_no_password, expand_url, is_postgresql
 
 DatabaseService = Literal["prefect", "mlflow", "labelstudio"]
 DATABASE_URL_ENV: dict[DatabaseService, str] = {
@@ -100,9 +100,22 @@ class Home:
             )
         try:
             check_no_password(url, where=f"${name}")
-        except ValueError as exc:
+        except UrlError as exc:
             raise BackendError(str(exc)) from None
         return url
+
+    def check_databases(self) -> None:
+        """Each configured service URL is PostgreSQL, names its password, and its `${VAR}`s are set.
+
+        Raises:
+            BackendError: the first URL that cannot work, named with the fix.
+        """
+        for service, name in DATABASE_URL_ENV.items():
+            url = self.database_url(service)
+            try:
+                expand_url(url or "", where=f"${name}")
+            except UrlError as exc:
+                raise BackendError(str(exc)) from None
 
     @property
     def mlflow_artifacts(self) -> Path:

@@ -56,3 +56,16 @@ def test_a_database_url_that_cannot_work_is_refused(
     monkeypatch.setenv("SLUICE_MLFLOW_DATABASE_URL", url)
     with pytest.raises(BackendError, match=message):
         home.database_url("mlflow")
+
+
+def test_the_cli_names_an_unset_password_variable_before_starting_anything(
+    home: Home, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sluice.cli import EXIT_BAD_INPUT, main
+
+    monkeypatch.delenv("TEAM_DB_PASSWORD", raising=False)
+    monkeypatch.setenv("SLUICE_PREFECT_DATABASE_URL", "postgresql://sluice:${TEAM_DB_PASSWORD}@db/prefect")
+    assert main(["--home", str(home.root), "stop"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("sluice: $SLUICE_PREFECT_DATABASE_URL refers to ${TEAM_DB_PASSWORD}, which is not set")
+    assert "Traceback" not in err
