@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger, runtime
 
 from flows import steps
@@ -119,7 +118,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- account for every row, by item id (written now, so a run the split gate stops keeps it) --------
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
-    snapshot_ids = pd.read_parquet(snapshot.data_path, columns=[ITEM_ID])[ITEM_ID]
+    snapshot_ids = snapshot.load_item_ids()
     quarantine = concat_quarantine(
         [snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned.quarantine, labelled.quarantine]
     )

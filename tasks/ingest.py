@@ -54,7 +54,7 @@ from tasks.quarantine import (
     quarantine_rows,
     write_quarantine,
 )
-from tasks.sql_source import SqlSourceConfig, load_chain, load_chain_quarantine
+from tasks.sql_source import SqlSourceConfig, load_chain, load_chain_ids, load_chain_quarantine
 
 SNAPSHOT_FORMAT = 2  # bump when the snapshot layout changes: old ids must not be reused
 _FORMATS = {
@@ -133,6 +133,12 @@ class Snapshot:
         if "parts" in self.manifest:  # a database snapshot: every increment of its chain
             return load_chain(self.directory.parent, self.manifest)
         return pd.read_parquet(self.data_path)
+
+    def load_item_ids(self) -> pd.Series:
+        """The item id of every row `load()` returns, read without the rest of the data."""
+        if "parts" in self.manifest:
+            return load_chain_ids(self.directory.parent, self.manifest)
+        return pd.read_parquet(self.data_path, columns=[ITEM_ID])[ITEM_ID]
 
     def load_quarantine(self) -> pd.DataFrame:
         if "parts" in self.manifest:

@@ -863,6 +863,18 @@ def load_chain(snapshot_root: Path, manifest: Mapping[str, Any]) -> pd.DataFrame
     return _chain_frames(snapshot_root, manifest)[0]
 
 
+def load_chain_ids(snapshot_root: Path, manifest: Mapping[str, Any]) -> pd.Series:
+    """The item ids `load_chain` returns, in its order, read from the id column alone."""
+    ids = pd.concat(
+        [
+            pd.read_parquet(snapshot_root / p / "data.parquet", columns=["item_id"])["item_id"]
+            for p in manifest["parts"]
+        ],
+        ignore_index=True,
+    )
+    return ids[~ids.duplicated(keep="last")].reset_index(drop=True)
+
+
 def load_chain_quarantine(snapshot_root: Path, manifest: Mapping[str, Any]) -> pd.DataFrame:
     """Every part's quarantined rows, plus the older versions of items a later part replaced."""
     quarantines = [pd.read_parquet(snapshot_root / p / "quarantine.parquet") for p in manifest["parts"]]

@@ -74,6 +74,7 @@ def test_each_run_ingests_only_new_rows_and_the_chain_holds_them_all(
     data = second.load()
     assert second.rows == len(data) == 42
     assert sorted(data["id"]) == list(range(1, 43)) and data["item_id"].is_unique
+    assert second.load_item_ids().tolist() == data["item_id"].tolist()
     assert str(data["seen_at"].dtype).startswith("datetime64")
 
     again = _ingest(path, root)  # nothing new: the chain's head, untouched
@@ -136,6 +137,7 @@ def test_with_an_id_column_a_changed_row_replaces_its_older_version(tmp_path: Pa
 
     data = second.load().set_index("item_id")
     assert second.rows == len(data) == 2 and data.loc["a", "body"] == "final text"
+    assert second.load_item_ids().tolist() == data.index.tolist()  # what the run's row account counts
     quarantine = second.load_quarantine()
     assert len(quarantine) == second.quarantined == 1
     assert (
