@@ -867,7 +867,7 @@ def load_chain_ids(snapshot_root: Path, manifest: Mapping[str, Any]) -> pd.Serie
     """The item ids `load_chain` returns, in its order, read from the id column alone."""
     ids = pd.concat(
         [
-            pd.read_parquet(snapshot_root / p / "data.parquet", columns=["item_id"])["item_id"]
+            pd.read_parquet(snapshot_root / p / "data.parquet", columns=[ITEM_ID])[ITEM_ID]
             for p in manifest["parts"]
         ],
         ignore_index=True,
