@@ -55,6 +55,10 @@ class SqlSourceError(ValueError):
     """Bad database source settings or an unusable table; the message names the field and the fix."""
 
 
+class SqlSourceUnreachableError(RuntimeError):
+    """The source database did not answer (refused, timed out, dropped the connection): a retry may help."""
+
+
 # --- configuration ------------------------------------------------------------------------------------------
 
 
@@ -512,10 +516,27 @@ def _database_errors(config: SqlSourceConfig) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
+        if _unreachable(exc, config):
+            raise SqlSourceUnreachableError(
+                f"{config.describe()} did not answer: {_first_line(exc)}. Check that the database is running and "
+                "reachable from here, then run again."
+            ) from None
         raise SqlSourceError(
             f"cannot read {config.describe()}: {_first_line(exc)}. Check source.sql (table or query, watermark), "
             "that the database is reachable, and its user and password (environment or Secret block)."
         ) from None
+
+
+def _unreachable(exc: Exception, config: SqlSourceConfig) -> bool:
+    """A lost or refused connection to a database server, as opposed to a query or a login it refused."""
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError) or config.url.startswith("sqlite"):
+        return False
+    # SQLite's OperationalError also means "no such table"; a server names a refused login or query with a
+    # SQLSTATE, while libpq's connection failures carry none (or class 08, connection exception).
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return (sqlstate is None or sqlstate.startswith("08")) and "authentication" not in str(exc)
 
 
 def _first_line(exc: Exception) -> str:
@@ -866,10 +887,7 @@ def load_chain(snapshot_root: Path, manifest: Mapping[str, Any]) -> pd.DataFrame
 def load_chain_ids(snapshot_root: Path, manifest: Mapping[str, Any]) -> pd.Series:
     """The item ids `load_chain` returns, in its order, read from the id column alone."""
     ids = pd.concat(
-        [
-            pd.read_parquet(snapshot_root / p / "data.parquet", columns=[ITEM_ID])[ITEM_ID]
-            for p in manifest["parts"]
-        ],
+        [pd.read_parquet(snapshot_root / p / "data.parquet", columns=[ITEM_ID])[ITEM_ID] for p in manifest["parts"]],
         ignore_index=True,
     )
     return ids[~ids.duplicated(keep="last")].reset_index(drop=True)

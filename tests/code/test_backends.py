@@ -66,6 +66,6 @@ def test_the_cli_names_an_unset_password_variable_before_starting_anything(
     monkeypatch.delenv("TEAM_DB_PASSWORD", raising=False)
     monkeypatch.setenv("SLUICE_PREFECT_DATABASE_URL", "postgresql://sluice:${TEAM_DB_PASSWORD}@db/prefect")
     assert main(["--home", str(home.root), "stop"]) == EXIT_BAD_INPUT
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.lstrip()
     assert err.startswith("sluice: $SLUICE_PREFECT_DATABASE_URL refers to ${TEAM_DB_PASSWORD}, which is not set")
     assert "Traceback" not in err

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from tasks.db_urls import UrlError, check_no_password, expand_url, redact_url
 from tasks.ingest import Snapshot, SourceConfig
-from tasks.sql_source import SqlSourceConfig, SqlSourceError, connection_url, ingest_sql
+from tasks.sql_source import SqlSourceConfig, SqlSourceError, SqlSourceUnreachableError, connection_url, ingest_sql
 
 Rows = list[tuple[Any, ...]]
 
@@ -221,3 +221,17 @@ def test_a_source_is_files_or_a_database_not_both() -> None:
             SourceConfig(**fields)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="exactly one of source.sql.table and source.sql.query"):
         SqlSourceConfig(url="sqlite:///x.db", table="t", query="SELECT 1")
+
+
+def test_a_database_that_does_not_answer_is_a_service_failure_worth_a_retry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sluice.errors import Kind, classify, is_retryable
+    from sluice.services import free_port
+
+    monkeypatch.setenv("WAREHOUSE_PASSWORD", "never-shown")
+    url = f"postgresql://reader:${{WAREHOUSE_PASSWORD}}@127.0.0.1:{free_port()}/shop"  # nothing listens there
+    with pytest.raises(SqlSourceUnreachableError, match=r"did not answer: .*Check that the database is running") as e:
+        ingest_sql(SqlSourceConfig(url=url, table="reviews"), snapshot_root=tmp_path / "snapshots")
+    assert "never-shown" not in str(e.value)
+    assert classify(e.value) is Kind.SERVICE and is_retryable(e.value)
