@@ -731,6 +731,7 @@ def _manifest(run: _Run, snapshot_id: str, written: _Written, quarantined: int, 
         "sha256": snapshot_id,
         "rows": written.rows,
         "malformed": quarantined,
+        "quarantined": quarantined + superseded,
     }
     return {
         "snapshot_id": snapshot_id,

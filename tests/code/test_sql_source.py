@@ -76,6 +76,7 @@ def test_each_run_ingests_only_new_rows_and_the_chain_holds_them_all(
     assert sorted(data["id"]) == list(range(1, 43)) and data["item_id"].is_unique
     assert second.load_item_ids().tolist() == data["item_id"].tolist()
     assert str(data["seen_at"].dtype).startswith("datetime64")
+    assert "rows kept: **42**" in second.summary_markdown()  # the ingest task's artifact
 
     again = _ingest(path, root)  # nothing new: the chain's head, untouched
     assert again.reused and again.snapshot_id == second.snapshot_id
