@@ -20,8 +20,8 @@ from tasks.annotations import AnnotationConfig
 from tasks.clean import CleanConfig
 from tasks.columns import LABEL
 from tasks.consensus import ConsensusConfig
-from tasks.demo_data import DATASETS
 from tasks.db_urls import check_no_password
+from tasks.demo_data import DATASETS
 from tasks.ingest import SourceConfig
 from tasks.labels import LabelsConfig
 from tasks.promotion import PromotionConfig
