@@ -13,12 +13,12 @@ LS_STAMP   := $(LS_VENV)/.sluice-installed
 CHROMIUM   ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: demo test install labelstudio browser lint format ui serve stop clean-home bench
+.PHONY: demo test install labelstudio browser postgres lint format ui serve stop clean-home bench
 
 demo: install labelstudio
 	$(VENV)/bin/sluice demo
 
-test: install labelstudio browser lint
+test: install labelstudio browser postgres lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -52,6 +52,17 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
 		( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver ) \
 		|| echo "sluice: could not install chromium with apt-get: the browser test will skip"; }
+
+# The tests start throwaway PostgreSQL clusters (tests/fixtures/postgres.py) from Debian's server package,
+# installed when no initdb exists (Debian keeps it in /usr/lib/postgresql/<version>/bin, off PATH). No main
+# cluster is made: the tests make their own.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  $(SUDO) mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo 'create_main_cluster = false' | $(SUDO) tee /etc/postgresql-common/createcluster.d/sluice.conf >/dev/null && \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
 
 lint: install
 	$(VENV)/bin/ruff check .

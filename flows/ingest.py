@@ -160,7 +160,7 @@ def ingest_flow(
         prepare_demo_data(config, where)
 
     # --- ingest --------------------------------------------------------------------------------------
-    if dask:
+    if dask and config.source.sql is None:  # a database source is one stream: nothing to share out
         parallel = ingest_files_parallel.with_options(task_runner=dask_task_runner(dask))
         snapshot = parallel(config_path=str(config.path or config_path), home=str(where.root))
     else:

@@ -119,7 +119,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- account for every row, by item id (written now, so a run the split gate stops keeps it) --------
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
-    snapshot_ids = pd.read_parquet(snapshot.data_path, columns=[ITEM_ID])[ITEM_ID]
+    snapshot_ids = snapshot.load_item_ids()
     quarantine = concat_quarantine(
         [snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned.quarantine, labelled.quarantine]
     )
@@ -294,7 +294,8 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     datasets = {**frames, **({"holdout": split.holdout_rows()} if len(split.holdout_rows()) else {})}
     record = {
         "experiment": config.registry.experiment or config.name,
-        "artifacts_dir": where.mlflow_artifacts if tracking_uri.startswith("sqlite") else None,
+        # A database store keeps artifacts under the home; an MLflow server (http) has its own artifact store.
+        "artifacts_dir": None if tracking_uri.startswith(("http://", "https://")) else where.mlflow_artifacts,
         "run_name": f"{config.name}-{snapshot.snapshot_id[:8]}",
         "params": config.flat_params()
         | {f"train.{k}": str(v) for k, v in train_config.model_dump(mode="json").items()},

@@ -16,8 +16,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from sluice import errors, fingerprint, tracking
 from sluice.config import PipelineConfig
 from sluice.home import Home
+from sluice.secrets import resolve_secret
 from tasks import clean as clean_stage
-from tasks import demo_data
+from tasks import demo_data, sql_source
 from tasks import ingest as ingest_stage
 from tasks import labels as labels_stage
 from tasks import partition as split_stage
@@ -186,10 +187,20 @@ def prepare_demo_data(config: PipelineConfig, home: Home) -> Path:
     return demo_data.write_demo_data(config.demo.dataset, target, rows=config.demo.rows)
 
 
+def _read_source(config: PipelineConfig, home: Home) -> ingest_stage.Snapshot:
+    """Files into a snapshot, or a database table's new rows into the next snapshot of its chain."""
+    source = config.source
+    if source.sql is not None:
+        return sql_source.ingest_sql(
+            source.sql, snapshot_root=home.snapshots, id_column=source.id_column, lookup_secret=resolve_secret
+        )
+    paths = ingest_stage.resolve_sources(source.path.format(home=home.root), base_dir=config.base_dir)
+    return ingest_stage.ingest_files(paths, snapshot_root=home.snapshots, config=source)
+
+
 @task(name="ingest", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
 def ingest(config: PipelineConfig, home: Home) -> ingest_stage.Snapshot:
-    paths = ingest_stage.resolve_sources(config.source.path.format(home=home.root), base_dir=config.base_dir)
-    snapshot = ingest_stage.ingest_files(paths, snapshot_root=home.snapshots, config=config.source)
+    snapshot = _read_source(config, home)
     publish(f"{config.name}-ingest", snapshot.summary_markdown(), "Snapshot written by the ingest stage")
     return snapshot
 

@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace, home: Home, log: CommandLog) -> int:
+    home.check_databases()  # before any service starts on a database URL that cannot work
     if args.command in RUN_COMMANDS:
         return _run(args.config, home, prefect=args.prefect, log=log)
     if args.command == "stop":

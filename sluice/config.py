@@ -20,6 +20,7 @@ from tasks.annotations import AnnotationConfig
 from tasks.clean import CleanConfig
 from tasks.columns import LABEL
 from tasks.consensus import ConsensusConfig
+from tasks.db_urls import check_no_password
 from tasks.demo_data import DATASETS
 from tasks.ingest import SourceConfig
 from tasks.labels import LabelsConfig
@@ -76,8 +77,17 @@ class RegisterConfig(BaseModel):
     model_name: str
     experiment: str | None = None
     tracking_uri: str | None = None
-    """None: `$MLFLOW_TRACKING_URI`, else SQLite under the project home."""
+    """None: `$MLFLOW_TRACKING_URI`, else the home's store (`$SLUICE_MLFLOW_DATABASE_URL` or SQLite).
+
+    A database URL names its password (`postgresql://mlflow:${MLFLOW_DB_PASSWORD}@db/mlflow`): settings are logged."""
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _uri_names_its_password(cls, value: str | None) -> str | None:
+        if value:
+            check_no_password(value, where="registry.tracking_uri")
+        return value
 
 
 class DemoConfig(BaseModel):

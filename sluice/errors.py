@@ -52,6 +52,9 @@ ERROR_KINDS: dict[str, Kind] = {
     "sluice.labelstudio:LabelStudioAuthError": Kind.INPUT,
     "sluice.secrets:SecretError": Kind.INPUT,
     "sluice.deploy:DeployError": Kind.INPUT,
+    "sluice.home:BackendError": Kind.INPUT,
+    "tasks.db_urls:UrlError": Kind.INPUT,
+    "tasks.sql_source:SqlSourceError": Kind.INPUT,
     "pydantic_core._pydantic_core:ValidationError": Kind.INPUT,
     "builtins:FileNotFoundError": Kind.INPUT,
     "tasks.validate:ExpectationGateError": Kind.GATE,
@@ -63,6 +66,7 @@ ERROR_KINDS: dict[str, Kind] = {
     "sluice.tracking:TrackingError": Kind.SERVICE,
     "sluice.tracking:TrackingUnreachableError": Kind.SERVICE,
     "sluice.services:ServiceError": Kind.SERVICE,
+    "tasks.sql_source:SqlSourceUnreachableError": Kind.SERVICE,
     "tasks.quarantine:RowsLostError": Kind.BUG,
 }
 

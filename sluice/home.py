@@ -3,6 +3,10 @@
 `.sluice/` in the current directory by default; `SLUICE_HOME` moves it.
 Nothing here touches the disk at import time: paths are computed, folders are
 made by whoever writes into them.
+
+The one place where the services' databases are configured: Prefect's server, MLflow's tracking
+store and Label Studio keep SQLite under the home unless `$SLUICE_<SERVICE>_DATABASE_URL` names a
+PostgreSQL database (`DATABASE_URL_ENV`). A URL names its password as `${VAR}`, never holds it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from tasks.db_urls import UrlError, check_no_password, expand_url, is_postgresql
+
+DatabaseService = Literal["prefect", "mlflow", "labelstudio"]
+DATABASE_URL_ENV: dict[DatabaseService, str] = {
+    "prefect": "SLUICE_PREFECT_DATABASE_URL",
+    "mlflow": "SLUICE_MLFLOW_DATABASE_URL",
+    "labelstudio": "SLUICE_LABELSTUDIO_DATABASE_URL",
+}
+"""Where each service's PostgreSQL URL comes from, e.g. `postgresql://sluice:${PGPASSWORD}@db:5432/mlflow`."""
+
+
+class BackendError(ValueError):
+    """A service database URL is unusable; the message names the variable and the fix."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,42 @@ class Home:
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow / 'mlflow.db'}"
+        """The MLflow store: the configured PostgreSQL database (`${VAR}`s unexpanded), else SQLite here."""
+        return self.database_url("mlflow") or f"sqlite:///{self.mlflow / 'mlflow.db'}"
+
+    def database_url(self, service: DatabaseService) -> str | None:
+        """A service's PostgreSQL URL as configured (`${VAR}`s unexpanded); None: SQLite under the home.
+
+        Raises:
+            BackendError: the URL is not PostgreSQL or holds its password.
+        """
+        name = DATABASE_URL_ENV[service]
+        url = os.environ.get(name, "").strip()
+        if not url:
+            return None
+        if not is_postgresql(url):
+            raise BackendError(
+                f"${name} must be a PostgreSQL URL (postgresql://user:${{PASSWORD_VAR}}@host:5432/database); "
+                f"unset it to keep {service} on SQLite under the home."
+            )
+        try:
+            check_no_password(url, where=f"${name}")
+        except UrlError as exc:
+            raise BackendError(str(exc)) from None
+        return url
+
+    def check_databases(self) -> None:
+        """Each configured service URL is PostgreSQL, names its password, and its `${VAR}`s are set.
+
+        Raises:
+            BackendError: the first URL that cannot work, named with the fix.
+        """
+        for service, name in DATABASE_URL_ENV.items():
+            url = self.database_url(service)
+            try:
+                expand_url(url or "", where=f"${name}")
+            except UrlError as exc:
+                raise BackendError(str(exc)) from None
 
     @property
     def mlflow_artifacts(self) -> Path:

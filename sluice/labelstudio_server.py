@@ -28,11 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from sluice.home import Home
+from sluice.home import DATABASE_URL_ENV, Home
 from sluice.secrets import LABEL_STUDIO_TOKEN, resolve_secret
+from tasks.db_urls import expand_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN_ENV_VARS = ("SLUICE_LABEL_STUDIO_TOKEN", "LABEL_STUDIO_API_KEY")
@@ -221,7 +223,28 @@ def server_env(settings: LabelStudioSettings, home: Home, *, port: int | None, d
         # Django answers any Host header by default: a web page could rebind its own name to
         # 127.0.0.1 and reach the server from an annotator's browser. Loopback names only.
         env["LABEL_STUDIO_ALLOWED_HOSTS"] = ",".join(dict.fromkeys([settings.host, "127.0.0.1", "localhost", "[::1]"]))
+    env.update(_database_env(home))
     return env
+
+
+def _database_env(home: Home) -> dict[str, str]:
+    """Label Studio's Django database: PostgreSQL when `$SLUICE_LABELSTUDIO_DATABASE_URL` is set, else SQLite.
+
+    Label Studio 1.23 reads `DJANGO_DB` (`default` is PostgreSQL) and `POSTGRE_NAME/USER/PASSWORD/HOST/PORT`
+    (label_studio/core/settings/base.py and label_studio.py); the password goes only into its environment.
+    """
+    configured = home.database_url("labelstudio")
+    if configured is None:
+        return {"DJANGO_DB": "sqlite"}  # explicit: a stray DJANGO_DB in the shell must not move the database
+    parts = urlsplit(expand_url(configured, where=f"${DATABASE_URL_ENV['labelstudio']}"))
+    return {
+        "DJANGO_DB": "default",
+        "POSTGRE_NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "POSTGRE_USER": unquote(parts.username or "postgres"),
+        "POSTGRE_PASSWORD": unquote(parts.password or ""),
+        "POSTGRE_HOST": parts.hostname or "localhost",
+        "POSTGRE_PORT": str(parts.port or 5432),
+    }
 
 
 def start_server(settings: LabelStudioSettings, home: Home, *, template: Path | None = None) -> RunningServer:

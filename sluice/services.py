@@ -18,7 +18,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sluice.home import Home
+from sluice.home import DATABASE_URL_ENV, DatabaseService, Home
+from tasks.db_urls import driver_url, expand_url
 
 LOOPBACK = "127.0.0.1"
 
@@ -161,8 +162,19 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def database_env(home: Home, service: DatabaseService, variable: str, *, driver: str) -> dict[str, str]:
+    """`{variable: URL}` for a server process when its PostgreSQL database is configured, else nothing.
+
+    The URL, password included, goes only into the server's environment: never a command line, log or record.
+    """
+    configured = home.database_url(service)
+    if configured is None:
+        return {}
+    return {variable: driver_url(expand_url(configured, where=f"${DATABASE_URL_ENV[service]}"), driver)}
+
+
 def ensure_prefect_server(home: Home, *, port: int = 4200) -> Service:
-    """The project's Prefect server (SQLite under the home), started in the background when not running."""
+    """The project's Prefect server (PostgreSQL when configured, else SQLite here), started when not running."""
     running = read_service(home, "prefect")
     if running:
         return running
@@ -170,6 +182,8 @@ def ensure_prefect_server(home: Home, *, port: int = 4200) -> Service:
     url = f"http://{LOOPBACK}:{chosen}"
     env = {k: v for k, v in home.service_env().items() if k.startswith("PREFECT_")}
     env.pop("PREFECT_API_URL", None)
+    # This name wins over the PREFECT_API_DATABASE_CONNECTION_URL (SQLite) that service_env sets.
+    env |= database_env(home, "prefect", "PREFECT_SERVER_DATABASE_CONNECTION_URL", driver="asyncpg")
     return start_service(
         home,
         "prefect",
@@ -182,21 +196,21 @@ def ensure_prefect_server(home: Home, *, port: int = 4200) -> Service:
 
 
 def ensure_mlflow_ui(home: Home, tracking_uri: str, *, port: int = 5000) -> Service:
-    """An MLflow UI over the project's tracking store."""
+    """An MLflow UI over the project's tracking store (`tracking_uri` may name `${VAR}`s)."""
     running = read_service(home, "mlflow")
     if running:
         return running
     chosen = free_port(port)
     url = f"http://{LOOPBACK}:{chosen}"
     home.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    # Through the environment, not argv: a command line (and the password in it) is visible to `ps`.
+    store = driver_url(expand_url(tracking_uri, where="the MLflow tracking URI"), "psycopg")
     return start_service(
         home,
         "mlflow",
         [
             _bin("mlflow"),
             "server",
-            "--backend-store-uri",
-            tracking_uri,
             "--default-artifact-root",
             home.mlflow_artifacts.as_uri(),
             "--host",
@@ -208,6 +222,6 @@ def ensure_mlflow_ui(home: Home, tracking_uri: str, *, port: int = 5000) -> Serv
         ],
         url=url,
         health_url=f"{url}/health",
-        env={"MLFLOW_TRACKING_URI": tracking_uri},
+        env={"MLFLOW_BACKEND_STORE_URI": store, "MLFLOW_TRACKING_URI": store},
         timeout=180,
     )

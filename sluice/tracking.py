@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from tasks.db_urls import driver_url, expand_url, redact_url
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVING_FILE = Path(__file__).with_name("serving.py")
 INFERENCE_CODE = REPO_ROOT / "tasks"
@@ -63,21 +65,31 @@ def resolve_tracking_uri(configured: str | None, home_store: str) -> str:
 
 
 def configure_tracking(tracking_uri: str, *, artifacts_dir: Path | None = None) -> str:
-    """Point MLflow's tracking and registry at `tracking_uri` (SQLite folders are created)."""
+    """Point MLflow's tracking and registry at `tracking_uri` (SQLite folders are created).
+
+    `${VAR}`s in the URI (a PostgreSQL password) are filled in here, for MLflow only: the URI sluice
+    passes around, records and shows keeps naming them.
+    """
     mlflow = _mlflow()
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    target = driver_url(expand_url(tracking_uri, where=f"the MLflow tracking URI {tracking_uri}"), "psycopg")
     # set_tracking_uri also writes $MLFLOW_TRACKING_URI (for subprocesses); put the user's value back, or a
     # later run in this process would mistake this run's URI for the user's choice.
     saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_tracking_uri(target)
+    mlflow.set_registry_uri(target)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
     return tracking_uri
+
+
+def _shown_uri() -> str:
+    """The tracking URI MLflow uses, with its password masked: for messages and records."""
+    return redact_url(str(_mlflow().get_tracking_uri()))
 
 
 def _absent(exc: Exception) -> bool:
@@ -100,7 +112,7 @@ def _alias_absent(exc: Exception, alias: str) -> bool:
 
 def _unreachable(exc: Exception) -> TrackingError:
     return TrackingUnreachableError(
-        f"MLflow at {_mlflow().get_tracking_uri()} could not be reached or refused ({type(exc).__name__}: "
+        f"MLflow at {_shown_uri()} could not be reached or refused ({type(exc).__name__}: "
         f"{str(exc)[:300]}). Check registry.tracking_uri / MLFLOW_TRACKING_URI."
     )
 
@@ -121,7 +133,7 @@ def ensure_experiment(name: str, *, artifacts_dir: Path | None) -> str:
         return str(client.create_experiment(name, artifact_location=location))
     except Exception as exc:  # MlflowException, requests errors, sqlite errors: all mean "cannot write"
         raise TrackingUnreachableError(
-            f"MLflow at {mlflow.get_tracking_uri()} refused or could not be reached ({type(exc).__name__}: "
+            f"MLflow at {_shown_uri()} refused or could not be reached ({type(exc).__name__}: "
             f"{str(exc)[:300]}). Check registry.tracking_uri / MLFLOW_TRACKING_URI; the trained model and "
             "reports are kept under the project home: log them later with `sluice register <run folder>`."
         ) from exc
@@ -158,7 +170,7 @@ def _describe_version(version: Any, *, existing: bool = False) -> RegisteredVers
         run_id=version.run_id,
         experiment_id=run.info.experiment_id,
         model_uri=f"models:/{version.name}/{version.version}",
-        tracking_uri=mlflow.get_tracking_uri(),
+        tracking_uri=_shown_uri(),
         tags=dict(version.tags or {}),
         aliases=list(getattr(version, "aliases", []) or []),
         existing=existing,

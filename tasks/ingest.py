@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from tasks import rowhash
 from tasks.columns import (
@@ -55,6 +55,7 @@ from tasks.quarantine import (
     quarantine_rows,
     write_quarantine,
 )
+from tasks.sql_source import SqlSourceConfig, load_chain, load_chain_ids, load_chain_quarantine
 
 SNAPSHOT_FORMAT = 3  # bump when the snapshot layout or the ids change: old ids must not be reused
 # 3: content ids hash each value's canonical form (`tasks.rowhash`), no longer its pandas text
@@ -76,13 +77,21 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str
+    path: str = ""
     """A file, a folder or a glob; relative paths are taken from the directory sluice runs in."""
+    sql: SqlSourceConfig | None = None
+    """A database table or query instead of files (`tasks/sql_source.py`)."""
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
     encoding: str = "utf-8"
     delimiter: str = ","
     id_column: str | None = None
     """A column of unique ids. Without one, ids are derived from each row's content."""
+
+    @model_validator(mode="after")
+    def _files_or_database(self) -> SourceConfig:
+        if bool(self.path) == (self.sql is not None):
+            raise ValueError("set exactly one of source.path (files) and source.sql (a database table or query)")
+        return self
 
 
 class IngestError(ValueError):
@@ -123,9 +132,19 @@ class Snapshot:
         return int(self.manifest["quarantined"])  # type: ignore[call-overload]
 
     def load(self) -> pd.DataFrame:
+        if "parts" in self.manifest:  # a database snapshot: every increment of its chain
+            return load_chain(self.directory.parent, self.manifest)
         return pd.read_parquet(self.data_path)
 
+    def load_item_ids(self) -> pd.Series:
+        """The item id of every row `load()` returns, read without the rest of the data."""
+        if "parts" in self.manifest:
+            return load_chain_ids(self.directory.parent, self.manifest)
+        return pd.read_parquet(self.data_path, columns=[ITEM_ID])[ITEM_ID]
+
     def load_quarantine(self) -> pd.DataFrame:
+        if "parts" in self.manifest:
+            return load_chain_quarantine(self.directory.parent, self.manifest)
         return pd.read_parquet(self.quarantine_path)
 
     def source_names(self) -> str:
@@ -280,7 +299,7 @@ def snapshot_id_for(files: list[SourceFile], config: SourceConfig) -> str:
     payload = {
         "format_version": SNAPSHOT_FORMAT,
         "files": sorted((Path(f.path).name, f.sha256) for f in files),
-        "reader": config.model_dump(exclude={"path"}),
+        "reader": config.model_dump(exclude={"path", "sql"}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -1108,7 +1127,7 @@ def write_snapshot(
             "columns": written.columns,
             "text_columns": written.text_columns,
             "files": [_file_entry(s, written.rejected_per_file.get(Path(s.source.path).name, 0)) for s in scans],
-            "reader": config.model_dump(exclude={"path"}),
+            "reader": config.model_dump(exclude={"path", "sql"}),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     except BaseException:

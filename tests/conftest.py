@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.services"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.postgres"]
 if (Path(__file__).parent / "fixtures" / "labelstudio.py").is_file():
     pytest_plugins.append("tests.fixtures.labelstudio")
 
@@ -24,6 +24,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    # A developer's team databases stay out of the tests: every service is on SQLite unless a test says so.
+    for name in ("SLUICE_PREFECT_DATABASE_URL", "SLUICE_MLFLOW_DATABASE_URL", "SLUICE_LABELSTUDIO_DATABASE_URL"):
+        os.environ.pop(name, None)
     os.environ["SLUICE_HOME"] = str(base / "home")
     # Nothing a test runs may write to the user's $HOME: point it, and the XDG folders, at the temp dir.
     os.environ["HOME"] = str(base / "user-home")

@@ -61,6 +61,8 @@ def _instance(qualified: str) -> BaseException:
         ("tasks.ingest:IngestError", Kind.INPUT, 1, False),
         ("tasks.validate:SuiteFileError", Kind.INPUT, 1, False),
         ("tasks.label_config:LabelConfigError", Kind.INPUT, 1, False),
+        ("tasks.sql_source:SqlSourceError", Kind.INPUT, 1, False),
+        ("sluice.home:BackendError", Kind.INPUT, 1, False),
         # a subclass of a service error, yet bad input: the most specific class decides
         ("sluice.labelstudio:LabelStudioAuthError", Kind.INPUT, 1, False),
         ("tasks.validate:ExpectationGateError", Kind.GATE, 2, False),
@@ -69,6 +71,7 @@ def _instance(qualified: str) -> BaseException:
         ("sluice.labelstudio:LabelStudioUnreachableError", Kind.SERVICE, 3, True),
         ("sluice.tracking:TrackingUnreachableError", Kind.SERVICE, 3, True),
         ("sluice.services:ServiceError", Kind.SERVICE, 3, True),
+        ("tasks.sql_source:SqlSourceUnreachableError", Kind.SERVICE, 3, True),
         ("tasks.quarantine:RowsLostError", Kind.BUG, 4, True),
     ],
 )
