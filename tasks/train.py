@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -614,6 +614,292 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in _RESUME_FREE_FIELDS}
 
 
+@dataclass
+class _Training:
+    """Everything set up once before the first epoch: model, data on its device, optimiser and friends."""
+
+    predictor: Predictor
+    model: nn.Module
+    device: torch.device
+    precision: str
+    train_inputs: EncodedInputs
+    val_inputs: EncodedInputs
+    y_train: torch.Tensor
+    y_val: torch.Tensor
+    y_batches: torch.Tensor
+    pin: bool
+    workers: int
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    scaler: torch.amp.GradScaler | None
+    autocast: Callable[[], AbstractContextManager[Any]]
+    l1_params: list[nn.Parameter] | None
+
+
+@dataclass
+class _Progress:
+    """What the epoch loop carries from one epoch to the next (and what a checkpoint restores)."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    finished: bool = False
+    start_epoch: int = 1
+    resumed_from: int | None = None
+
+
+def _set_up_training(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    label_col: str,
+    classes: list[str],
+    config: TrainConfig,
+    text_col: str | None,
+    feature_cols: list[str] | None,
+    image_col: str | None,
+) -> _Training:
+    """Seed, device, precision, encoders, data placement, loss, optimiser and scheduler, chosen once and logged."""
+    set_seed(config.seed, config.deterministic)
+    device = choose_device(config.device)
+    precision, amp_dtype = choose_precision(device, config.precision)
+
+    predictor = _make_predictor(
+        train, config, classes, text_col=text_col, feature_cols=feature_cols, image_col=image_col
+    )
+    model = predictor.model.to(device)
+    train_inputs, val_inputs = predictor.encode(train), predictor.encode(val)
+    y_train = encode_labels(train[label_col], classes, label_col)
+    y_val = encode_labels(val[label_col], classes, label_col)
+
+    on_device = _resolve_data_on_device(config, device, train_inputs.nbytes + val_inputs.nbytes)
+    if on_device:
+        train_inputs, val_inputs = train_inputs.to(device), val_inputs.to(device)
+    # Batches of inputs that stay on the host (bags, tokens) still benefit from pinning.
+    host_batches = train_inputs.device.type == "cpu"
+    pin = host_batches and (device.type == "cuda" if config.pin_memory == "auto" else bool(config.pin_memory))
+    workers = config.num_workers if host_batches else 0
+    logger.info(
+        "training %s on %s, precision %s, data on %s, pin_memory=%s, num_workers=%d",
+        config.resolved_architecture,
+        device,
+        precision,
+        train_inputs.device,
+        pin,
+        workers,
+    )
+
+    weights = class_weight_tensor(y_train, len(classes), config.class_weights)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=None if weights is None else weights.to(device), label_smoothing=config.label_smoothing
+    )
+    optimizer = build_optimizer(model, config)
+    steps_per_epoch = len(_batch_rows(torch.arange(len(train)), config.batch_size))
+    autocast: Callable[[], AbstractContextManager[Any]] = (
+        (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
+    )
+    return _Training(
+        predictor=predictor,
+        model=model,
+        device=device,
+        precision=precision,
+        train_inputs=train_inputs,
+        val_inputs=val_inputs,
+        y_train=y_train,
+        y_val=y_val,
+        y_batches=y_train.to(train_inputs.device),
+        pin=pin,
+        workers=workers,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, config, steps_per_epoch),
+        scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
+        autocast=autocast,
+        l1_params=[p for p in model.parameters() if p.requires_grad and p.ndim > 1] if config.l1 else None,
+    )
+
+
+def _data_fingerprint(run: _Training) -> str:
+    """Hash of the encoded train/val data and labels: a checkpoint resumes only on the same data."""
+    return _fingerprint(*_inputs_tensors(run.train_inputs), run.y_train, *_inputs_tensors(run.val_inputs), run.y_val)
+
+
+def _resume_from_checkpoint(path: Path, run: _Training, config: TrainConfig, fingerprint: str) -> _Progress:
+    """Model, optimiser, scheduler, scaler, RNG and loop state from `path`, after checking it fits this run.
+
+    Raises:
+        ValueError: the checkpoint was written for another config or other data.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if _comparable(ckpt["config"]) != _comparable(config.model_dump(mode="json")) or (
+        ckpt["data_fingerprint"] != fingerprint
+    ):
+        raise ValueError(
+            f"checkpoint {path} was written for another config or other data; delete it or pass a fresh checkpoint_dir"
+        )
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.scheduler is not None and ckpt["scheduler"] is not None:
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler is not None and ckpt["scaler"] is not None:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    resumed_from = int(ckpt["epoch"])
+    progress = _Progress(
+        history=list(ckpt["history"]),
+        best_metric=ckpt["best_metric"],
+        best_epoch=ckpt["best_epoch"],
+        best_state=ckpt["best_state"],
+        bad_epochs=ckpt["bad_epochs"],
+        stopped_early=ckpt["stopped_early"],
+        # A changed `epochs` may extend a finished run; early stopping stays final.
+        finished=ckpt["stopped_early"] or ckpt["epoch"] >= config.epochs,
+        start_epoch=resumed_from + 1,
+        resumed_from=resumed_from,
+    )
+    torch.set_rng_state(ckpt["rng_cpu"])  # dropout masks continue as in an uninterrupted run
+    if run.device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"])
+    logger.info("resuming from %s after epoch %d", path, resumed_from)
+    return progress
+
+
+def _train_epoch(run: _Training, config: TrainConfig, epoch: int, *, n_rows: int, show: bool) -> float:
+    """One pass over the training rows in a (seed, epoch)-shuffled order; returns the mean training loss."""
+    run.model.train()
+    # Shuffling from (seed, epoch) alone: a resumed run sees the same order as an uninterrupted one.
+    order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+    batches = _batch_rows(order.to(run.train_inputs.device), config.batch_size)
+    n_batches = len(batches)
+    # Batch losses stay on the device; reading each one back would sync the GPU every step.
+    losses = torch.zeros(n_batches, device=run.device)
+    sizes = torch.tensor([len(rows) for rows in batches], dtype=torch.float32, device=run.device)
+    check_each_step = run.device.type == "cpu"  # no sync to save on the host: stop before the bad update
+    checked = 0
+    batch_bar = tqdm(
+        _iterate_batches(run.train_inputs, run.y_batches, batches, num_workers=run.workers, pin=run.pin),
+        total=n_batches,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=not show,
+    )
+    for b, parts in enumerate(batch_bar, start=1):
+        parts = tuple(t.to(run.device, non_blocking=run.pin) for t in parts)
+        losses[b - 1] = train_step(
+            run.model,
+            parts[:-1],
+            parts[-1],
+            loss_fn=run.loss_fn,
+            optimizer=run.optimizer,
+            scaler=run.scaler,
+            autocast=run.autocast(),
+            l1=config.l1,
+            l1_params=run.l1_params,
+            grad_clip=config.grad_clip,
+            where=f"epoch {epoch}, batch {b}/{n_batches}",
+            check_finite=check_each_step,
+        )
+        if isinstance(run.scheduler, torch.optim.lr_scheduler.LambdaLR):
+            run.scheduler.step()
+        if not check_each_step and (b - checked >= _FINITE_CHECK_EVERY or b == n_batches):
+            raise_if_diverged(losses[checked:b], first_batch=checked + 1, epoch=epoch, n_batches=n_batches)
+            checked = b
+    return float((losses * sizes).sum()) / n_rows  # also waits for the GPU to finish
+
+
+def _record_epoch(run: _Training, progress: _Progress, config: TrainConfig, record: dict[str, float]) -> None:
+    """Append the epoch's metrics, step a plateau scheduler, keep the best weights and count epochs without gain."""
+    epoch = int(record["epoch"])
+    progress.history.append(record)
+    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        run.scheduler.step(record[config.monitor])
+    if _improved(record[config.monitor], progress.best_metric, config.monitor_mode, config.min_delta):
+        progress.best_metric, progress.best_epoch, progress.bad_epochs = record[config.monitor], epoch, 0
+        progress.best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+    else:
+        progress.bad_epochs += 1
+    progress.stopped_early = progress.bad_epochs >= config.patience and epoch < config.epochs
+
+
+def _checkpoint(
+    run: _Training, progress: _Progress, config: TrainConfig, epoch: int, fingerprint: str
+) -> dict[str, Any]:
+    """The checkpoint as one dict: model, optimiser, scheduler, scaler, loop state, config, data and RNG."""
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "epoch": epoch,
+        "best_metric": progress.best_metric,
+        "best_epoch": progress.best_epoch,
+        "best_state": progress.best_state,
+        "bad_epochs": progress.bad_epochs,
+        "stopped_early": progress.stopped_early,
+        "history": progress.history,
+        "config": config.model_dump(mode="json"),
+        "data_fingerprint": fingerprint,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
+    }
+
+
+def _run_epochs(
+    run: _Training,
+    progress: _Progress,
+    config: TrainConfig,
+    *,
+    n_rows: int,
+    n_classes: int,
+    checkpoint_path: Path | None,
+    fingerprint: str,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> None:
+    """The epoch loop: train, evaluate on val, keep the best, checkpoint, report, stop early."""
+    show = _progress_enabled(config.progress)
+    remaining = range(0) if progress.finished else range(progress.start_epoch, config.epochs + 1)
+    epochs_bar = tqdm(remaining, desc="epochs", disable=not show, initial=progress.start_epoch - 1, total=config.epochs)
+    for epoch in epochs_bar:
+        started = time.perf_counter()
+        train_loss = _train_epoch(run, config, epoch, n_rows=n_rows, show=show)
+        train_seconds = time.perf_counter() - started
+        lr = run.optimizer.param_groups[0]["lr"]
+        metrics = _evaluate(
+            run.model,
+            run.val_inputs,
+            run.y_val,
+            device=run.device,
+            autocast=run.autocast(),
+            batch_size=config.eval_batch_size,
+            n_classes=n_classes,
+        )
+        record = {
+            "epoch": float(epoch),
+            "train_loss": train_loss,
+            **metrics,
+            "lr": float(lr),
+            "seconds": time.perf_counter() - started,
+            "train_seconds": train_seconds,
+        }
+        _record_epoch(run, progress, config, record)
+        epochs_bar.set_postfix(
+            train_loss=f"{record['train_loss']:.4f}", **{config.monitor: f"{record[config.monitor]:.4f}"}
+        )
+        if checkpoint_path is not None:
+            _save_checkpoint(checkpoint_path, _checkpoint(run, progress, config, epoch, fingerprint))
+        if on_epoch is not None:
+            on_epoch(epoch, dict(record))
+        if progress.stopped_early:
+            logger.info(
+                "early stop after epoch %d: %s has not improved for %d epochs", epoch, config.monitor, config.patience
+            )
+            break
+    epochs_bar.close()
+
+
 def train_model(
     train: pd.DataFrame,
     val: pd.DataFrame,
@@ -647,214 +933,53 @@ def train_model(
     _require(train, [label_col])
     _require(val, [label_col])
 
-    set_seed(config.seed, config.deterministic)
-    device = choose_device(config.device)
-    precision, amp_dtype = choose_precision(device, config.precision)
-
-    predictor = _make_predictor(
-        train, config, classes, text_col=text_col, feature_cols=feature_cols, image_col=image_col
+    run = _set_up_training(
+        train,
+        val,
+        label_col=label_col,
+        classes=classes,
+        config=config,
+        text_col=text_col,
+        feature_cols=feature_cols,
+        image_col=image_col,
     )
-    model = predictor.model.to(device)
-    train_inputs, val_inputs = predictor.encode(train), predictor.encode(val)
-    y_train = encode_labels(train[label_col], classes, label_col)
-    y_val = encode_labels(val[label_col], classes, label_col)
-
-    on_device = _resolve_data_on_device(config, device, train_inputs.nbytes + val_inputs.nbytes)
-    if on_device:
-        train_inputs, val_inputs = train_inputs.to(device), val_inputs.to(device)
-    # Batches of inputs that stay on the host (bags, tokens) still benefit from pinning.
-    host_batches = train_inputs.device.type == "cpu"
-    pin = host_batches and (device.type == "cuda" if config.pin_memory == "auto" else bool(config.pin_memory))
-    workers = config.num_workers if host_batches else 0
-    y_batches = y_train.to(train_inputs.device)
-    logger.info(
-        "training %s on %s, precision %s, data on %s, pin_memory=%s, num_workers=%d",
-        config.resolved_architecture,
-        device,
-        precision,
-        train_inputs.device,
-        pin,
-        workers,
-    )
-
-    weights = class_weight_tensor(y_train, len(classes), config.class_weights)
-    loss_fn = nn.CrossEntropyLoss(
-        weight=None if weights is None else weights.to(device), label_smoothing=config.label_smoothing
-    )
-    optimizer = build_optimizer(model, config)
-    steps_per_epoch = len(_batch_rows(torch.arange(len(train)), config.batch_size))
-    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    autocast: Callable[[], AbstractContextManager[Any]] = (
-        (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
-    )
-    l1_params = [p for p in model.parameters() if p.requires_grad and p.ndim > 1] if config.l1 else None
-
-    history: list[dict[str, float]] = []
-    best_metric: float | None = None
-    best_epoch = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    bad_epochs = 0
-    start_epoch = 1
-    resumed_from: int | None = None
-    finished = stopped_early = False
-    config_dump = config.model_dump(mode="json")
-
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
-    fingerprint = ""
-    if checkpoint_path is not None:
-        fingerprint = _fingerprint(*_inputs_tensors(train_inputs), y_train, *_inputs_tensors(val_inputs), y_val)
+    fingerprint = _data_fingerprint(run) if checkpoint_path is not None else ""
+    progress = _Progress()
     if checkpoint_path is not None and checkpoint_path.is_file():
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if _comparable(ckpt["config"]) != _comparable(config_dump) or ckpt["data_fingerprint"] != fingerprint:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} was written for another config or other data; "
-                "delete it or pass a fresh checkpoint_dir"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and ckpt["scheduler"] is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt["scaler"] is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        history = list(ckpt["history"])
-        best_metric, best_epoch, best_state = ckpt["best_metric"], ckpt["best_epoch"], ckpt["best_state"]
-        bad_epochs, stopped_early = ckpt["bad_epochs"], ckpt["stopped_early"]
-        # A changed `epochs` may extend a finished run; early stopping stays final.
-        finished = stopped_early or ckpt["epoch"] >= config.epochs
-        resumed_from = int(ckpt["epoch"])
-        start_epoch = resumed_from + 1
-        torch.set_rng_state(ckpt["rng_cpu"])  # dropout masks continue as in an uninterrupted run
-        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"])
-        logger.info("resuming from %s after epoch %d", checkpoint_path, resumed_from)
+        progress = _resume_from_checkpoint(checkpoint_path, run, config, fingerprint)
+    _run_epochs(
+        run,
+        progress,
+        config,
+        n_rows=len(train),
+        n_classes=len(classes),
+        checkpoint_path=checkpoint_path,
+        fingerprint=fingerprint,
+        on_epoch=on_epoch,
+    )
+    return _finish_training(run, progress, n_rows=len(train), checkpoint_path=checkpoint_path)
 
-    show = _progress_enabled(config.progress)
-    remaining = range(0) if finished else range(start_epoch, config.epochs + 1)
-    epochs_bar = tqdm(remaining, desc="epochs", disable=not show, initial=start_epoch - 1, total=config.epochs)
-    for epoch in epochs_bar:
-        started = time.perf_counter()
-        model.train()
-        # Shuffling from (seed, epoch) alone: a resumed run sees the same order as an uninterrupted one.
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-        batches = _batch_rows(order.to(train_inputs.device), config.batch_size)
-        n_batches = len(batches)
-        # Batch losses stay on the device; reading each one back would sync the GPU every step.
-        losses = torch.zeros(n_batches, device=device)
-        sizes = torch.tensor([len(rows) for rows in batches], dtype=torch.float32, device=device)
-        check_each_step = device.type == "cpu"  # no sync to save on the host: stop before the bad update
-        checked = 0
-        batch_bar = tqdm(
-            _iterate_batches(train_inputs, y_batches, batches, num_workers=workers, pin=pin),
-            total=n_batches,
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=not show,
-        )
-        for b, parts in enumerate(batch_bar, start=1):
-            parts = tuple(t.to(device, non_blocking=pin) for t in parts)
-            args, yb = parts[:-1], parts[-1]
-            losses[b - 1] = train_step(
-                model,
-                args,
-                yb,
-                loss_fn=loss_fn,
-                optimizer=optimizer,
-                scaler=scaler,
-                autocast=autocast(),
-                l1=config.l1,
-                l1_params=l1_params,
-                grad_clip=config.grad_clip,
-                where=f"epoch {epoch}, batch {b}/{n_batches}",
-                check_finite=check_each_step,
-            )
-            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                scheduler.step()
-            if not check_each_step and (b - checked >= _FINITE_CHECK_EVERY or b == n_batches):
-                raise_if_diverged(losses[checked:b], first_batch=checked + 1, epoch=epoch, n_batches=n_batches)
-                checked = b
-        train_loss = float((losses * sizes).sum()) / len(train)  # also waits for the GPU to finish
-        train_seconds = time.perf_counter() - started
-        lr = optimizer.param_groups[0]["lr"]
-        metrics = _evaluate(
-            model,
-            val_inputs,
-            y_val,
-            device=device,
-            autocast=autocast(),
-            batch_size=config.eval_batch_size,
-            n_classes=len(classes),
-        )
-        record = {
-            "epoch": float(epoch),
-            "train_loss": train_loss,
-            **metrics,
-            "lr": float(lr),
-            "seconds": time.perf_counter() - started,
-            "train_seconds": train_seconds,
-        }
-        history.append(record)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(record[config.monitor])
 
-        if _improved(record[config.monitor], best_metric, config.monitor_mode, config.min_delta):
-            best_metric, best_epoch, bad_epochs = record[config.monitor], epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        stopped_early = bad_epochs >= config.patience and epoch < config.epochs
-        epochs_bar.set_postfix(
-            train_loss=f"{record['train_loss']:.4f}", **{config.monitor: f"{record[config.monitor]:.4f}"}
-        )
-
-        if checkpoint_path is not None:
-            _save_checkpoint(
-                checkpoint_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "epoch": epoch,
-                    "best_metric": best_metric,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "bad_epochs": bad_epochs,
-                    "stopped_early": stopped_early,
-                    "history": history,
-                    "config": config_dump,
-                    "data_fingerprint": fingerprint,
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                },
-            )
-        if on_epoch is not None:
-            on_epoch(epoch, dict(record))
-        if stopped_early:
-            logger.info(
-                "early stop after epoch %d: %s has not improved for %d epochs",
-                epoch,
-                config.monitor,
-                config.patience,
-            )
-            break
-    epochs_bar.close()
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
+def _finish_training(run: _Training, progress: _Progress, *, n_rows: int, checkpoint_path: Path | None) -> TrainResult:
+    """The best epoch's weights back in the predictor (on the CPU), with the history and the run's facts."""
+    model = run.model
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
     model.eval()
-    predictor.model = model.to("cpu")
+    run.predictor.model = model.to("cpu")
+    history = progress.history
     train_seconds_total = sum(h.get("train_seconds", 0.0) for h in history)
     return TrainResult(
-        predictor=predictor,
+        predictor=run.predictor,
         history=history,
-        best_epoch=best_epoch,
-        best_metric=float(best_metric) if best_metric is not None else float("nan"),
-        stopped_early=stopped_early,
-        device=str(device),
-        precision=precision,
-        resumed_from_epoch=resumed_from,
-        samples_per_second=len(train) * len(history) / train_seconds_total if train_seconds_total else 0.0,
+        best_epoch=progress.best_epoch,
+        best_metric=float(progress.best_metric) if progress.best_metric is not None else float("nan"),
+        stopped_early=progress.stopped_early,
+        device=str(run.device),
+        precision=run.precision,
+        resumed_from_epoch=progress.resumed_from,
+        samples_per_second=n_rows * len(history) / train_seconds_total if train_seconds_total else 0.0,
         n_parameters=count_parameters(model),
         checkpoint_path=checkpoint_path,
     )
