@@ -145,6 +145,24 @@ def _suggest(trial: Any, name: str, spec: Any) -> Any:
     )
 
 
+def _check_search(base: TrainConfig, search_space: dict[str, Any], n_trials: int) -> None:
+    """Raise naming what is wrong with a search before any trial runs."""
+    if n_trials < 1:
+        raise ValueError(f"n_trials={n_trials}; run at least one trial")
+    if not search_space:
+        raise ValueError("search_space is empty; name at least one TrainConfig field to search")
+    _apply(base, {})  # the base itself must be valid
+    bad = sorted(set(search_space) - set(TrainConfig.model_fields))
+    if bad:
+        raise ValueError(
+            f"search_space fields {bad} are not TrainConfig fields; valid: {sorted(TrainConfig.model_fields)}"
+        )
+
+
+def _trial_row(number: int, params: dict[str, Any], metrics: dict[str, float], state: str) -> dict[str, Any]:
+    return {"trial": number, **{f"param_{k}": v for k, v in params.items()}, **metrics, "state": state}
+
+
 def optuna_search(
     train: pd.DataFrame,
     val: pd.DataFrame,
@@ -174,16 +192,7 @@ def optuna_search(
     """
     import optuna  # lazy: only searches need it
 
-    if n_trials < 1:
-        raise ValueError(f"n_trials={n_trials}; run at least one trial")
-    if not search_space:
-        raise ValueError("search_space is empty; name at least one TrainConfig field to search")
-    _apply(base, {})  # the base itself must be valid
-    bad = sorted(set(search_space) - set(TrainConfig.model_fields))
-    if bad:
-        raise ValueError(
-            f"search_space fields {bad} are not TrainConfig fields; valid: {sorted(TrainConfig.model_fields)}"
-        )
+    _check_search(base, search_space, n_trials)
     direction: Literal["minimize", "maximize"] = "minimize" if base.monitor_mode == "min" else "maximize"
     rows: list[dict[str, Any]] = []
 
@@ -211,26 +220,12 @@ def optuna_search(
             )
         except optuna.TrialPruned:
             metrics = {**last, "pruned": 1.0}
-            rows.append(
-                {
-                    "trial": trial.number,
-                    **{f"param_{k}": v for k, v in params.items()},
-                    **metrics,
-                    "state": "pruned",
-                }
-            )
+            rows.append(_trial_row(trial.number, params, metrics, "pruned"))
             if on_trial is not None:
                 on_trial(dict(params), metrics)
             raise
         metrics = {**result.best, "best_epoch": float(result.best_epoch), "pruned": 0.0}
-        rows.append(
-            {
-                "trial": trial.number,
-                **{f"param_{k}": v for k, v in params.items()},
-                **metrics,
-                "state": "complete",
-            }
-        )
+        rows.append(_trial_row(trial.number, params, metrics, "complete"))
         if on_trial is not None:
             on_trial(dict(params), dict(metrics))
         return result.best_metric
