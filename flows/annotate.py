@@ -40,10 +40,17 @@ from tasks.annotations import (
     plan_stream,
     reopen_overlaps,
 )
-from tasks.consensus import AgreementGateError, ConsensusResult, GateDecision, check_agreement_gate, consensus_labels
+from tasks.consensus import (
+    AgreementGateError,
+    ConsensusResult,
+    GateDecision,
+    check_agreement_gate,
+    consensus_labels,
+    crowdlab_consensus,
+)
 from tasks.label_config import LabelConfig, build_review_config, load_label_config
 from tasks.simulate import build_annotation_payloads, simulate_annotations
-from tasks.telemetry import annotator_telemetry, plot_annotator_telemetry, telemetry_markdown
+from tasks.telemetry import annotator_telemetry, plot_annotator_telemetry, telemetry_markdown, with_crowdlab_quality
 
 # Every annotator is served every gold item: a per-task overlap far above any team's size.
 GOLD_OVERLAP = 1000
@@ -375,19 +382,31 @@ def build_consensus(
     adjudicated: pd.DataFrame,
     items: pd.DataFrame,
 ) -> ConsensusResult:
-    """Majority labels; ties and low-agreement items go to the review project with the annotators' votes."""
+    """Consensus labels (CROWDLAB or majority); the review queue goes to the review project with the votes."""
     annotations = synced.items.annotations[["item_id", "annotator", "label"]]
     known = set(annotations["item_id"].astype(str))
     usable = adjudicated[adjudicated["item_id"].astype(str).isin(known)] if not adjudicated.empty else None
-    result = consensus_labels(annotations, config.consensus, adjudicated=usable)
+    if config.consensus.method == "crowdlab":
+        result = crowdlab_consensus(
+            annotations, config.consensus, items, config.labels.classes, steps.quality_inputs(config), usable
+        )
+    else:
+        result = consensus_labels(annotations, config.consensus, adjudicated=usable)
     if not result.queue.empty:
         text_col = str(config.columns.text)
         votes = annotations.groupby("item_id")[["annotator", "label"]].apply(
             lambda g: dict(zip(g["annotator"], g["label"], strict=True))
         )
-        queue = result.queue[["item_id"]].merge(items[["item_id", text_col]], on="item_id", how="left")
+        keep = [c for c in ("item_id", "suggestion", "suggestion_score") if c in result.queue.columns]
+        queue = result.queue[keep].merge(items[["item_id", text_col]], on="item_id", how="left")
         queue["votes"] = queue["item_id"].map(votes)
         _client(config, home, url).create_review_tasks(review_id, queue, text_col=text_col)
+    if result.quality is not None:
+        create_table_artifact(
+            key=steps.artifact_key(config.name, "consensus-quality"),
+            table=steps.records(result.quality.sort_values("quality").head(50).round(4).astype(str)),
+            description="CROWDLAB: the 50 lowest-quality items (consensus label, quality, votes, model suggestion)",
+        )
     return result
 
 
@@ -445,11 +464,15 @@ def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, t
         return outcome
 
     # --- agreement, consensus, review queue, gate ------------------------------------------------------
+    outcome.consensus = build_consensus(config, home, url, review_id, synced, adjudicated, items)
+    outcome.telemetry = with_crowdlab_quality(outcome.telemetry, outcome.consensus.annotators)
+    outcome.telemetry.to_csv(folder / "annotator_telemetry.csv", index=False)
+    if outcome.consensus.quality is not None:
+        outcome.consensus.quality.to_parquet(folder / "consensus_quality.parquet", index=False)
     outcome.report, outcome.heatmap = measure_agreement(config, folder, synced, outcome.telemetry)
     outcome.noisiest = (
         str(outcome.report.per_annotator.iloc[0]["annotator"]) if len(outcome.report.per_annotator) else None
     )
-    outcome.consensus = build_consensus(config, home, url, review_id, synced, adjudicated, items)
     outcome.consensus.labels.to_parquet(folder / "consensus.parquet", index=False)
     outcome.consensus.queue.to_parquet(folder / "review_queue.parquet", index=False)
     outcome.decision = check_agreement_gate(outcome.report, config.consensus)

@@ -28,6 +28,7 @@ from tasks import tune as tune_stage
 from tasks import validate as validate_stage
 from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
+from tasks.label_quality import Inputs
 from tasks.leakage import LeakageReport
 from tasks.promotion import Comparison, OnnxParity, select_compared_items
 from tasks.quarantine import concat_quarantine, update_quarantine
@@ -119,6 +120,12 @@ def persist_quarantine(
     fresh = concat_quarantine([snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned])
     ran = {"ingest", *clean_stage.STEPS, *(o.step for o in suites)}
     return update_quarantine(fresh, quarantine_file(home, snapshot.snapshot_id), steps=ran)
+
+
+def quality_inputs(config: PipelineConfig) -> Inputs:
+    """What the quick label-quality model reads: the text column for text data, else the feature columns."""
+    text = config.columns.text if config.train.task == "text" else None
+    return Inputs(text_col=text, feature_cols=tuple(config.columns.features), group_col=config.columns.group)
 
 
 def artifact_key(*parts: str) -> str:

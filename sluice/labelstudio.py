@@ -563,7 +563,8 @@ class LabelStudioClient:
             votes_key: task data field the review config shows (tasks.label_config.build_review_config).
 
         The votes appear as text in the task and the majority label as a prediction
-        (model_version "annotator-votes", score = its share), pre-selected for the reviewer.
+        (model_version "annotator-votes", score = its share), pre-selected for the reviewer. When the
+        queue has `suggestion` and `suggestion_score` (the label-quality model's), that is the prediction.
         """
         for col in ("item_id", text_col, "votes"):
             if col not in queue.columns:
@@ -571,13 +572,12 @@ class LabelStudioClient:
         items = queue[["item_id", text_col]].copy()
         items[votes_key] = [_format_votes(v) for v in queue["votes"]]
         majority = [_majority(v) for v in queue["votes"]]
-        predictions = pd.DataFrame(
-            {
-                "item_id": queue["item_id"].to_numpy(),
-                "label": [m[0] for m in majority],
-                "score": [m[1] for m in majority],
-            }
-        )
+        label = pd.Series([m[0] for m in majority], index=queue.index, dtype=object)
+        score = pd.Series([m[1] for m in majority], index=queue.index, dtype=float)
+        if {"suggestion", "suggestion_score"} <= set(queue.columns):
+            has = queue["suggestion"].notna()
+            label[has], score[has] = queue.loc[has, "suggestion"], queue.loc[has, "suggestion_score"]
+        predictions = pd.DataFrame({"item_id": queue["item_id"].to_numpy(), "label": label, "score": score})
         return self.import_items(
             review_project_id,
             items,
