@@ -28,7 +28,7 @@ from tasks import tune as tune_stage
 from tasks import validate as validate_stage
 from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
-from tasks.label_quality import Inputs
+from tasks.label_quality import Inputs, audit_test_metrics
 from tasks.leakage import LeakageReport
 from tasks.promotion import Comparison, OnnxParity, select_compared_items
 from tasks.quarantine import concat_quarantine, update_quarantine
@@ -417,6 +417,28 @@ def test(
             description="Most confident mistakes on the test split: candidates for label review",
         )
     return report
+
+
+AUDIT_MIN_QUALITY = 0.8  # CROWDLAB consensus quality above which a test label is taken as settled
+
+
+@task(name="test-label-audit")
+def audit_test(
+    config: PipelineConfig, result: train_stage.TrainResult, frame: pd.DataFrame, quality: pd.DataFrame
+) -> dict[str, float | int]:
+    """Test metrics on the test items whose consensus quality is high, beside those on all test items."""
+    proba = result.predictor.predict_proba(frame)
+    audit = audit_test_metrics(
+        frame, proba, quality, label_col=LABEL, classes=config.labels.classes, min_quality=AUDIT_MIN_QUALITY
+    )
+    publish(
+        f"{config.name}-test-label-audit",
+        f"### Test-set label audit\n\nOn the {audit.get('rows', 0)} of {len(frame)} test items whose consensus "
+        f"quality is at least {AUDIT_MIN_QUALITY}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in audit.items() if k != "rows"),
+        "Test metrics on the test items with settled labels",
+    )
+    return audit
 
 
 @task(name="onnx-export")

@@ -487,6 +487,18 @@ class LabelStudioClient:
             self._raw("PATCH", f"/api/tasks/{task_id}", json_body={"overlap": int(overlap), "is_labeled": False})
         return len(task_overlaps)
 
+    def add_annotations(self, task_annotations: Mapping[int, Sequence[Mapping[str, Any]]]) -> int:
+        """Add annotations to existing tasks, each on behalf of its `completed_by` user; returns how many.
+
+        For the demo annotators' later rounds (their first answers travel inline with the import).
+        """
+        added = 0
+        for task_id, payloads in task_annotations.items():
+            for payload in payloads:
+                self._raw("POST", f"/api/tasks/{task_id}/annotations/", json_body=dict(payload), ok_statuses=(200, 201))
+                added += 1
+        return added
+
     # -- export ---------------------------------------------------------------
     def export_snapshot(self, project_id: int, dest_dir: Path, *, timeout_s: float = 600.0) -> tuple[Path, str]:
         """Export every task with annotations (annotators expanded to emails) to `dest_dir`.

@@ -10,7 +10,7 @@ likely label errors in data that arrives labelled (`find_label_issues`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from tasks.evaluate import evaluate_predictions
+from tasks.train import TrainConfig
+from tasks.tune import cross_validate
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -199,12 +203,14 @@ def plan_extra_annotations(
     *,
     max_annotations: int,
     max_extra: int | None = None,
+    skip: Collection[Any] = (),
 ) -> pd.Index:
     """Item ids that should get one more annotator (ActiveLab): worth more than a first label elsewhere.
 
     An item under `max_annotations` annotators is picked when its ActiveLab score is below the best
     (lowest) score of an unlabelled item; with no unlabelled items left, below the median score of
-    the labelled items. Lowest first, at most `max_extra`.
+    the labelled items. Lowest first, at most `max_extra`; items in `skip` (waiting for an extra
+    annotation already) are not picked.
     """
     if matrix.empty:
         return pd.Index([])
@@ -212,7 +218,7 @@ def plan_extra_annotations(
         matrix, pred_probs, pred_probs_unlabelled if len(pred_probs_unlabelled) else None
     )
     bar = float(np.min(unlabelled_scores)) if len(unlabelled_scores) else float(np.median(scores))
-    room = matrix.notna().sum(axis=1).to_numpy() < max_annotations
+    room = (matrix.notna().sum(axis=1).to_numpy() < max_annotations) & ~matrix.index.isin(list(skip))
     pick = np.flatnonzero(room & (scores < bar))
     pick = pick[np.argsort(scores[pick], kind="stable")]
     if max_extra is not None:
@@ -229,3 +235,137 @@ def flag_label_issues(
         return np.zeros(len(y), dtype=bool), np.ones(len(y))
     mask = find_label_issues(y, pred_probs)
     return np.asarray(mask, dtype=bool), pred_probs[np.arange(len(y)), y]
+
+
+def plan_next_round(
+    annotations: pd.DataFrame,
+    items: pd.DataFrame,
+    task_overlaps: Mapping[str, int],
+    classes: Sequence[str],
+    inputs: Inputs,
+    *,
+    start_overlap: int,
+    max_annotations: int,
+    extra_share: float,
+    seed: int = 0,
+) -> dict[str, int]:
+    """ActiveLab's next round: item_id -> the task overlap that asks for one more annotator.
+
+    Items whose task already asks for more annotations than it has are waiting, not picked again.
+    Unlabelled items (no annotation yet) are what a first label would go to. At most `extra_share`
+    of the items ever get more than `start_overlap` annotators, over all rounds.
+    """
+    counts = annotations.groupby(annotations["item_id"].astype(str))["annotator"].nunique()
+    if counts.empty:
+        return {}
+    ids = items["item_id"].astype(str)
+    frame = items.set_index(ids)
+    labelled = frame.reindex(counts.index)
+    matrix = annotation_matrix(annotations.assign(item_id=annotations["item_id"].astype(str)), counts.index, classes)
+    codes = majority_codes(matrix, len(classes))
+    proba = predict_oof(labelled, codes, len(classes), inputs, seed=seed)
+    unlabelled = frame[~ids.isin(counts.index).to_numpy()]
+    proba_new = predict_new(labelled, codes, unlabelled, len(classes), inputs)
+    waiting = [i for i, n in counts.items() if task_overlaps.get(str(i), n) > n]
+    # A budget over all rounds, so that repeated syncs stop asking: items above the start already use it.
+    asked = sum(1 for i, n in counts.items() if max(n, task_overlaps.get(str(i), n)) > start_overlap)
+    budget = max(0, math.floor(extra_share * len(items)) - asked)
+    if budget == 0:
+        return {}
+    picked = plan_extra_annotations(
+        matrix, proba, proba_new, max_annotations=max_annotations, max_extra=budget, skip=waiting
+    )
+    return {str(i): int(counts[i]) + 1 for i in picked}
+
+
+def measure_labelling(
+    labels: pd.DataFrame, queue: pd.DataFrame, annotations: pd.DataFrame, reference: pd.Series | None = None
+) -> dict[str, float | int | None]:
+    """The labelling figures of a run: share trained on, share sent to review, annotations per item, labels right.
+
+    Args:
+        labels: consensus labels (item_id, label); queue: the review queue (item_id).
+        annotations: the kept annotations (item_id, annotator) of the user's items.
+        reference: item_id -> the true label, known only to the demo (the simulator's held-back
+            column); without it `trained_labels_right` is None.
+    """
+    items = annotations["item_id"].astype(str).nunique()
+    share = lambda n: round(n / items, 4) if items else None  # noqa: E731 - one local formula
+    right = None
+    if reference is not None and len(labels):
+        truth = reference.set_axis(reference.index.astype(str))
+        given = labels.set_index(labels["item_id"].astype(str))["label"].astype(str)
+        right = round(float((given == truth.reindex(given.index).astype(str)).mean()), 4)
+    return {
+        "items_labelled": items,
+        "trained_share": share(len(labels)),
+        "review_share": share(int((queue.get("reason", pd.Series(dtype=str)) != "too_few_votes").sum())),
+        "annotations_per_item": round(len(annotations) / items, 3) if items else None,
+        "trained_labels_right": right,
+    }
+
+
+def audit_test_metrics(
+    test: pd.DataFrame,
+    proba: FloatArray,
+    quality: pd.DataFrame,
+    *,
+    label_col: str,
+    classes: list[str],
+    min_quality: float,
+) -> dict[str, float | int]:
+    """Test metrics on the test items whose consensus quality is at least `min_quality` (plus how many there are)."""
+    by_id = quality.set_index(quality["item_id"].astype(str))["quality"]
+    score = test["item_id"].astype(str).map(by_id).to_numpy(dtype=float)
+    keep = score >= min_quality
+    if not keep.any():
+        return {"rows": 0}
+    metrics = evaluate_predictions(test[label_col].to_numpy()[keep], proba[keep], classes)
+    return {"rows": int(keep.sum())} | {k: float(v) for k, v in metrics.items() if k in ("accuracy", "f1_macro")}
+
+
+def oof_from_training(
+    frame: pd.DataFrame,
+    *,
+    config: TrainConfig,
+    label_col: str,
+    classes: list[str],
+    inputs: Inputs,
+    folds: int = 5,
+    max_epochs: int = 5,
+) -> FloatArray:
+    """Out-of-fold probabilities of the pipeline's own model design (tasks.tune.cross_validate), epochs shrunk.
+
+    Folds are grouped by `inputs.group_col` and stratified by label, so no row (and no group) scores itself.
+    """
+    y = pd.Index(classes).get_indexer(pd.Index(frame[label_col].astype(str)))
+    groups = frame[inputs.group_col].astype(str).to_numpy() if inputs.group_col else None
+    k = min(folds, int(np.bincount(y).min()), len(np.unique(groups)) if groups is not None else folds)
+    if k < 2:
+        counts = np.bincount(y, minlength=len(classes))
+        return np.tile((counts + 1.0) / (counts.sum() + len(classes)), (len(y), 1))
+    splitter = (
+        StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=config.seed)
+        if groups is not None
+        else StratifiedKFold(n_splits=k, shuffle=True, random_state=config.seed)
+    )
+    fold_of = np.zeros(len(y), dtype=np.int64)
+    for number, (_, held) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
+        fold_of[held] = number
+    data = frame.reset_index(drop=True)
+    fold_ids = pd.Series(fold_of, index=data.index)
+    shrunk = config.model_copy(update={"epochs": min(config.epochs, max_epochs)})
+    result = cross_validate(
+        data,
+        fold_ids,
+        config=shrunk,
+        label_col=label_col,
+        classes=classes,
+        text_col=inputs.text_col,
+        feature_cols=list(inputs.feature_cols) or None,
+    )
+    proba = np.zeros((len(y), len(classes)))
+    for number, trained in enumerate(result.results):
+        held = fold_of == number
+        proba[held] = trained.predictor.predict_proba(data[held])
+    return proba
