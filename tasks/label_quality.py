@@ -332,7 +332,7 @@ def oof_from_training(
     classes: list[str],
     inputs: Inputs,
     folds: int = 5,
-    max_epochs: int = 5,
+    max_epochs: int = 20,
 ) -> FloatArray:
     """Out-of-fold probabilities of the pipeline's own model design (tasks.tune.cross_validate), epochs shrunk.
 

@@ -130,3 +130,34 @@ def test_crowdlab_matrix_rejects_a_label_outside_the_classes() -> None:
     with pytest.raises(ValueError, match="not among the classes"):
         annotation_matrix(bad, ["a"], CLASSES)
     assert score_crowdlab(annotation_matrix(bad.iloc[:0], [], CLASSES), np.zeros((0, 2)), CLASSES).items.empty
+
+
+def test_excluded_label_issues_are_quarantined_with_their_score_and_every_row_is_accounted_for() -> None:
+    from tasks.columns import ITEM_ID
+    from tasks.labels import LabelsConfig, apply_label_issues, labels_from_column
+
+    x, y = make_classification(n_samples=400, n_features=6, n_informative=4, random_state=1)
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(len(y), 20, replace=False)
+    y[flipped] = 1 - y[flipped]
+    names = np.array(["negative", "positive"])
+    frame = pd.DataFrame(x, columns=[f"x{k}" for k in range(6)]).assign(
+        **{ITEM_ID: [f"r{k}" for k in range(len(y))], "target": names[y]}
+    )
+    config = LabelsConfig(source="column", column="target", classes=list(names), label_issues="exclude")
+    outcome = labels_from_column(frame, config)
+    inputs = Inputs(feature_cols=tuple(f"x{k}" for k in range(6)))
+    proba = predict_oof(outcome.data, pd.Index(names).get_indexer(pd.Index(outcome.data["sluice_label"])), 2, inputs)
+    codes = pd.Index(names).get_indexer(pd.Index(outcome.data["sluice_label"]))
+    flagged, confidence = flag_label_issues(codes, proba)
+    suggested = names[proba.argmax(axis=1)].tolist()
+    result = apply_label_issues(outcome, flagged, confidence, suggested, "exclude")
+
+    assert len(result.data) + len(result.quarantine) == len(frame)  # nothing dropped silently
+    planted = set(frame[ITEM_ID].iloc[flipped])
+    caught = set(result.quarantine[ITEM_ID])
+    assert len(caught & planted) >= 10 and len(caught & planted) / len(caught) >= 0.1  # recall, precision
+    assert (result.quarantine["step"] == "label_issues").all()
+    assert result.quarantine["reason"].str.contains(r"probability 0\.\d{3} and suggests").all()
+    reported = apply_label_issues(outcome, flagged, confidence, suggested, "report")
+    assert len(reported.data) == len(frame) and len(reported.issues) == flagged.sum()
