@@ -81,14 +81,14 @@ def test_pipeline_trains_on_consensus_and_queues_disputes(
 
     card = version.description
     assert "## Test-set label audit" in card and "sent to review" in card
-    telemetry = pd.read_csv(Path(annotation["folder"]) / "annotator_telemetry.csv").set_index("annotator")
+    telemetry = pd.read_csv(home.labels / "flow-consensus" / "annotator_telemetry.csv").set_index("annotator")
     assert telemetry["crowdlab_quality"].idxmin().startswith("chidi")
 
     client = LabelStudioClient.connect(use_server.url, use_server.token)
     review = client.progress(annotation["review_project_id"])
     assert review.tasks == annotation["review_queue"]
     suggested = client.list_predictions(annotation["review_project_id"])
-    queue = pd.read_parquet(Path(annotation["folder"]) / "review_queue.parquet").set_index("item_id")
+    queue = pd.read_parquet(home.labels / "flow-consensus" / "review_queue.parquet").set_index("item_id")
     assert len(suggested) == annotation["review_queue"]  # the model's suggestion, pre-selected for the reviewer
     assert suggested["label"].tolist() == queue.loc[suggested["item_id"], "suggestion"].tolist()
     # ActiveLab raised the overlap of the items it picked; the project's own setting never moved.
