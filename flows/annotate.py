@@ -40,10 +40,18 @@ from tasks.annotations import (
     plan_stream,
     reopen_overlaps,
 )
-from tasks.consensus import AgreementGateError, ConsensusResult, GateDecision, check_agreement_gate, consensus_labels
+from tasks.consensus import (
+    AgreementGateError,
+    ConsensusResult,
+    GateDecision,
+    check_agreement_gate,
+    consensus_labels,
+    crowdlab_consensus,
+)
 from tasks.label_config import LabelConfig, build_review_config, load_label_config
-from tasks.simulate import build_annotation_payloads, simulate_annotations
-from tasks.telemetry import annotator_telemetry, plot_annotator_telemetry, telemetry_markdown
+from tasks.label_quality import measure_labelling, plan_next_round
+from tasks.simulate import build_annotation_payloads, simulate_annotations, simulate_extra
+from tasks.telemetry import annotator_telemetry, plot_annotator_telemetry, telemetry_markdown, with_crowdlab_quality
 
 # Every annotator is served every gold item: a per-task overlap far above any team's size.
 GOLD_OVERLAP = 1000
@@ -69,6 +77,8 @@ class AnnotationOutcome:
     telemetry_plot: Path | None = None
     excluded: dict[str, str] = field(default_factory=dict)
     gold_items: int = 0
+    figures: dict[str, Any] = field(default_factory=dict)
+    """tasks.label_quality.measure_labelling: shares trained on and reviewed, annotations per item, labels right."""
 
     def consensus_frame(self) -> pd.DataFrame:
         if self.consensus is None:
@@ -91,6 +101,8 @@ class AnnotationOutcome:
             "low_agreement_annotators": [] if self.decision is None else self.decision.low_agreement_annotators,
             "gold_items": self.gold_items,
             "excluded_annotators": dict(self.excluded),
+            "consensus_method": None if self.consensus is None else self.consensus.method,
+            "figures": dict(self.figures),
         }
 
 
@@ -179,7 +191,7 @@ def _simulated_payloads(
             items[["item_id", reference]].rename(columns={reference: "label"}),
             simulator.annotators,
             config.labels.classes,
-            overlap=annotation.overlap,
+            overlap=annotation.start_overlap,
             seed=simulator.seed,
             mean_lead_time_s=simulator.mean_lead_time_s,
         )
@@ -219,8 +231,9 @@ def sync_out(
     """Create or reuse the project and its review project; import new items with gold mixed in at gold_rate."""
     annotation = _annotation_config(config)
     client = _client(config, home, url)
+    # The start overlap, never changed afterwards: changing it resets every task's own overlap.
     project_id = client.ensure_project(
-        annotation.project_identifier, annotation.project_title, label_config.xml, annotation.overlap
+        annotation.project_identifier, annotation.project_title, label_config.xml, annotation.start_overlap
     )
     review_id = client.ensure_project(
         f"{annotation.project_identifier}-review",
@@ -359,36 +372,110 @@ def measure_agreement(
     return report, heatmap
 
 
+@task(name="consensus")
+def build_consensus(
+    config: PipelineConfig, synced: SyncedAnnotations, adjudicated: pd.DataFrame, items: pd.DataFrame
+) -> ConsensusResult:
+    """Consensus labels (CROWDLAB or majority) and the review queue; a reviewer's label wins."""
+    annotations = synced.items.annotations[["item_id", "annotator", "label"]]
+    known = set(annotations["item_id"].astype(str))
+    usable = adjudicated[adjudicated["item_id"].astype(str).isin(known)] if not adjudicated.empty else None
+    if config.consensus.method == "majority":
+        return consensus_labels(annotations, config.consensus, adjudicated=usable)
+    result = crowdlab_consensus(
+        annotations, config.consensus, items, config.labels.classes, steps.quality_inputs(config), usable
+    )
+    if result.quality is not None:
+        create_table_artifact(
+            key=steps.artifact_key(config.name, "consensus-quality"),
+            table=steps.records(result.quality.sort_values("quality").head(50).round(4).astype(str)),
+            description="CROWDLAB: the 50 lowest-quality items (consensus label, quality, model suggestion)",
+        )
+    return result
+
+
 @task(
-    name="consensus-and-review-queue",
+    name="review-queue",
     retries=2,
     retry_delay_seconds=[5, 15],
     timeout_seconds=1800,
     retry_condition_fn=steps.retry_on_io,
 )
-def build_consensus(
+def send_to_review(
     config: PipelineConfig,
     home: Home,
     url: str,
     review_id: int,
     synced: SyncedAnnotations,
-    adjudicated: pd.DataFrame,
+    result: ConsensusResult,
     items: pd.DataFrame,
-) -> ConsensusResult:
-    """Majority labels; ties and low-agreement items go to the review project with the annotators' votes."""
+) -> int:
+    """Put the review queue into the review project with the annotators' votes and the model's suggestion."""
+    if result.queue.empty:
+        return 0
     annotations = synced.items.annotations[["item_id", "annotator", "label"]]
-    known = set(annotations["item_id"].astype(str))
-    usable = adjudicated[adjudicated["item_id"].astype(str).isin(known)] if not adjudicated.empty else None
-    result = consensus_labels(annotations, config.consensus, adjudicated=usable)
-    if not result.queue.empty:
-        text_col = str(config.columns.text)
-        votes = annotations.groupby("item_id")[["annotator", "label"]].apply(
-            lambda g: dict(zip(g["annotator"], g["label"], strict=True))
+    text_col = str(config.columns.text)
+    votes = annotations.groupby("item_id")[["annotator", "label"]].apply(
+        lambda g: dict(zip(g["annotator"], g["label"], strict=True))
+    )
+    keep = [c for c in ("item_id", "suggestion", "suggestion_score") if c in result.queue.columns]
+    queue = result.queue[keep].merge(items[["item_id", text_col]], on="item_id", how="left")
+    queue["votes"] = queue["item_id"].map(votes)
+    return _client(config, home, url).create_review_tasks(review_id, queue, text_col=text_col).imported
+
+
+@task(name="activelab", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=steps.retry_on_io)
+def ask_for_more(
+    config: PipelineConfig,
+    home: Home,
+    url: str,
+    project_id: int,
+    label_config: LabelConfig,
+    synced: SyncedAnnotations,
+    items: pd.DataFrame,
+) -> int:
+    """ActiveLab: raise the overlap of the items worth one more annotation; the demo annotators answer them."""
+    annotation = _annotation_config(config)
+    client = _client(config, home, url)
+    tasks = client.list_tasks(project_id)
+    annotations = synced.items.annotations[["item_id", "annotator", "label"]]
+    wanted = plan_next_round(
+        annotations,
+        items,
+        {item: overlap for item, (_, overlap) in tasks.items()},
+        config.labels.classes,
+        steps.quality_inputs(config),
+        start_overlap=annotation.start_overlap,
+        max_annotations=annotation.overlap,
+        extra_share=annotation.extra_share,
+        seed=annotation.simulator.seed,
+    )
+    client.reopen_tasks({tasks[item][0]: n for item, n in wanted.items() if item in tasks})
+    if annotation.simulate and wanted:
+        reference = items[items["item_id"].astype(str).isin(set(wanted))]
+        more = simulate_extra(
+            reference[["item_id", str(config.labels.column)]].rename(columns={str(config.labels.column): "label"}),
+            synced.everyone.annotations,
+            annotation.simulator.annotators,
+            config.labels.classes,
+            seed=annotation.simulator.seed + len(annotations),
+            mean_lead_time_s=annotation.simulator.mean_lead_time_s,
         )
-        queue = result.queue[["item_id"]].merge(items[["item_id", text_col]], on="item_id", how="left")
-        queue["votes"] = queue["item_id"].map(votes)
-        _client(config, home, url).create_review_tasks(review_id, queue, text_col=text_col)
-    return result
+        payloads = build_annotation_payloads(
+            more,
+            client.ensure_users(list(annotation.simulator.annotators)),
+            from_name=label_config.control_name,
+            to_name=label_config.to_name,
+            result_type=label_config.result_type,
+        )
+        client.add_annotations({tasks[str(item)][0]: p for item, p in payloads.items()})
+    create_markdown_artifact(
+        key=steps.artifact_key(config.name, "activelab"),
+        markdown=f"### ActiveLab\n\n{len(wanted)} items asked for one more annotator (up to annotation.overlap="
+        f"{annotation.overlap}); the labelling stream serves them next.",
+        description="Items whose next annotation is worth more than a first label elsewhere",
+    )
+    return len(wanted)
 
 
 def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, tracking_uri: str) -> AnnotationOutcome:
@@ -420,7 +507,14 @@ def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, t
     synced = parse_annotations(config, export, user_names, gold)
     if synced.excluded:
         exclude_annotators(config, home, url, project_id, export, synced)
-    coverage = compute_coverage(synced.items.annotations, items["item_id"].astype(str).tolist(), annotation.overlap)
+    coverage = compute_coverage(
+        synced.items.annotations, items["item_id"].astype(str).tolist(), annotation.start_overlap
+    )
+    if coverage >= annotation.min_coverage and annotation.start_overlap < annotation.overlap:
+        asked = ask_for_more(config, home, url, project_id, label_config, synced, items)
+        if asked and annotation.simulate:  # the demo annotators answered: read their labels back
+            export_path, digest, export, user_names, adjudicated = sync_in(config, home, url, project_id, review_id)
+            synced = parse_annotations(config, export, user_names, gold)
     outcome = AnnotationOutcome(
         status="waiting",
         project_id=project_id,
@@ -437,21 +531,34 @@ def annotate_items(config: PipelineConfig, home: Home, items: pd.DataFrame, *, t
     if coverage < annotation.min_coverage:
         create_markdown_artifact(
             key=steps.artifact_key(config.name, "annotation-progress"),
-            markdown=f"### Annotation in progress\n\n{coverage:.1%} of {len(items)} items have {annotation.overlap} "
-            f"annotations; the gate needs {annotation.min_coverage:.0%}. Annotate in Label Studio: {url}/projects/"
-            f"{project_id}\n\nCounts: {json.dumps(synced.items.summary())}",
+            markdown=f"### Annotation in progress\n\n{coverage:.1%} of {len(items)} items have "
+            f"{annotation.start_overlap} annotations; the gate needs {annotation.min_coverage:.0%}. Annotate in "
+            f"Label Studio: {url}/projects/{project_id}\n\nCounts: {json.dumps(synced.items.summary())}",
             description="Coverage not reached: the flow stopped cleanly and will look again on its next run",
         )
         return outcome
 
     # --- agreement, consensus, review queue, gate ------------------------------------------------------
+    outcome.consensus = build_consensus(config, synced, adjudicated, items)
+    send_to_review(config, home, url, review_id, synced, outcome.consensus, items)
+    outcome.telemetry = with_crowdlab_quality(outcome.telemetry, outcome.consensus.annotators)
+    outcome.telemetry.to_csv(folder / "annotator_telemetry.csv", index=False)
+    if outcome.consensus.quality is not None:
+        outcome.consensus.quality.to_parquet(folder / "consensus_quality.parquet", index=False)
     outcome.report, outcome.heatmap = measure_agreement(config, folder, synced, outcome.telemetry)
     outcome.noisiest = (
         str(outcome.report.per_annotator.iloc[0]["annotator"]) if len(outcome.report.per_annotator) else None
     )
-    outcome.consensus = build_consensus(config, home, url, review_id, synced, adjudicated, items)
     outcome.consensus.labels.to_parquet(folder / "consensus.parquet", index=False)
     outcome.consensus.queue.to_parquet(folder / "review_queue.parquet", index=False)
+    reference = (
+        items.set_index(items["item_id"].astype(str))[config.labels.column]
+        if annotation.simulate and config.labels.column in items.columns
+        else None
+    )
+    outcome.figures = measure_labelling(
+        outcome.consensus.labels, outcome.consensus.queue, synced.items.annotations, reference
+    )
     outcome.decision = check_agreement_gate(outcome.report, config.consensus)
     (folder / "agreement.json").write_text(json.dumps(outcome.summary(), indent=2, default=str))
     if not outcome.decision.passed:

@@ -210,6 +210,8 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- test (once) -------------------------------------------------------------------------------
     tested = steps.test(config, trained, frames["test"], run_dir)
+    quality = annotated.consensus.quality if annotated and annotated.consensus else None
+    audit = steps.audit_test(config, trained, frames["test"], quality) if quality is not None else {}
 
     # --- promotion gate: floors, ONNX parity, the champion on items neither version trained on ----------
     onnx = steps.export_onnx(config, trained, frames["test"].head(256), run_dir / "onnx" / "model.onnx")
@@ -288,6 +290,9 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             "device": trained.device,
             "precision": trained.precision,
         },
+        labelling=annotated.figures if annotated else {},
+        label_audit=audit,
+        audit_min_quality=steps.AUDIT_MIN_QUALITY,
     )
     card = build_model_card(card_inputs)
     (reports / "model_card.md").write_text(card)
@@ -343,6 +348,8 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     return summary | {
         "existing": False,
         "test_metrics": tested.headline(),
+        "test_intervals": {k: list(v) for k, v in tested.intervals.items()},
+        "label_audit": audit,
         "best_epoch": trained.best_epoch,
         "device": trained.device,
         "model_name": version.model_name,

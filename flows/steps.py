@@ -28,6 +28,7 @@ from tasks import tune as tune_stage
 from tasks import validate as validate_stage
 from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
+from tasks.label_quality import Inputs, audit_test_metrics, flag_label_issues, oof_from_training
 from tasks.leakage import LeakageReport
 from tasks.promotion import Comparison, OnnxParity, select_compared_items
 from tasks.quarantine import concat_quarantine, update_quarantine
@@ -119,6 +120,12 @@ def persist_quarantine(
     fresh = concat_quarantine([snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned])
     ran = {"ingest", *clean_stage.STEPS, *(o.step for o in suites)}
     return update_quarantine(fresh, quarantine_file(home, snapshot.snapshot_id), steps=ran)
+
+
+def quality_inputs(config: PipelineConfig) -> Inputs:
+    """What the quick label-quality model reads: the text column for text data, else the feature columns."""
+    text = config.columns.text if config.train.task == "text" else None
+    return Inputs(text_col=text, feature_cols=tuple(config.columns.features), group_col=config.columns.group)
 
 
 def artifact_key(*parts: str) -> str:
@@ -263,6 +270,8 @@ def resolve_labels(
 ) -> labels_stage.LabelOutcome:
     if config.labels.source == "column":
         outcome = labels_stage.labels_from_column(data, config.labels)
+        if config.labels.label_issues != "off" and len(outcome.data):
+            outcome = find_label_issues(config, outcome)
     else:
         outcome = labels_stage.labels_from_annotation(
             data,
@@ -271,6 +280,26 @@ def resolve_labels(
         )
     publish(f"{config.name}-labels", outcome.summary_markdown(), "Labels entering training")
     return outcome
+
+
+def find_label_issues(config: PipelineConfig, outcome: labels_stage.LabelOutcome) -> labels_stage.LabelOutcome:
+    """cleanlab's label issues on out-of-fold probabilities of the pipeline's own model; report or exclude them."""
+    classes = config.labels.classes
+    proba = oof_from_training(
+        outcome.data, config=config.train, label_col=LABEL, classes=classes, inputs=quality_inputs(config)
+    )
+    codes = pd.Index(classes).get_indexer(pd.Index(outcome.data[LABEL].astype(str)))
+    flagged, confidence = flag_label_issues(codes, proba)
+    suggested = [classes[i] for i in proba.argmax(axis=1)]
+    result = labels_stage.apply_label_issues(outcome, flagged, confidence, suggested, config.labels.label_issues)
+    if len(result.issues):
+        create_table_artifact(
+            key=artifact_key(config.name, "label-issues"),
+            table=records(result.issues.head(100).astype(str)),
+            description=f"Likely label errors (cleanlab find_label_issues), lowest self-confidence first; "
+            f"labels.label_issues: {config.labels.label_issues}",
+        )
+    return result
 
 
 @task(name="split", cache_key_fn=_key_split, **CACHED)
@@ -410,6 +439,28 @@ def test(
             description="Most confident mistakes on the test split: candidates for label review",
         )
     return report
+
+
+AUDIT_MIN_QUALITY = 0.8  # CROWDLAB consensus quality above which a test label is taken as settled
+
+
+@task(name="test-label-audit")
+def audit_test(
+    config: PipelineConfig, result: train_stage.TrainResult, frame: pd.DataFrame, quality: pd.DataFrame
+) -> dict[str, float | int]:
+    """Test metrics on the test items whose consensus quality is high, beside those on all test items."""
+    proba = result.predictor.predict_proba(frame)
+    audit = audit_test_metrics(
+        frame, proba, quality, label_col=LABEL, classes=config.labels.classes, min_quality=AUDIT_MIN_QUALITY
+    )
+    publish(
+        f"{config.name}-test-label-audit",
+        f"### Test-set label audit\n\nOn the {audit.get('rows', 0)} of {len(frame)} test items whose consensus "
+        f"quality is at least {AUDIT_MIN_QUALITY}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in audit.items() if k != "rows"),
+        "Test metrics on the test items with settled labels",
+    )
+    return audit
 
 
 @task(name="onnx-export")

@@ -57,6 +57,27 @@ def _check_files(config: PipelineConfig) -> None:
             )
 
 
+def _labelling_lines(figures: dict[str, Any]) -> list[str]:
+    """The labelling figures: trained on, reviewed, annotations per item, and (demo only) labels right."""
+    if not figures.get("items_labelled"):
+        return []
+
+    def pct(value: Any) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    right = figures.get("trained_labels_right")
+    return [
+        f"  labelling   {figures['items_labelled']} items labelled: {pct(figures.get('trained_share'))} trained on, "
+        f"{pct(figures.get('review_share'))} sent to review, {figures.get('annotations_per_item')} annotations/item",
+        "              trained-on labels right: "
+        + (
+            "unknown (no reference labels)"
+            if right is None
+            else f"{pct(right)} (against the simulator's held-back labels)"
+        ),
+    ]
+
+
 def format_summary(result: dict[str, Any], *, prefect_url: str | None, log: str | None = None) -> str:
     """What the terminal says when a run ends: rows, expectations, splits, metrics, model, where to look."""
     rows = result["rows"]
@@ -93,6 +114,7 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None, log: str 
             )
         for name, why in (annotation.get("excluded_annotators") or {}).items():
             lines.append(f"              excluded: {name}: {why}")
+        lines += _labelling_lines(annotation.get("figures") or {})
     if result.get("status") == "waiting":
         lines.append(
             "  waiting     annotation coverage is not reached yet: nothing was trained. Annotate in Label "
@@ -113,6 +135,15 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None, log: str 
         lines.append("  cross-val   " + ", ".join(f"{k} {m:.3f} ± {sd:.3f}" for k, (m, sd) in shown.items()))
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result["test_metrics"].items())
     lines.append(f"  test        {metrics}")
+    interval = (result.get("test_intervals") or {}).get("accuracy")
+    if interval:
+        lines.append(f"              accuracy 95% bootstrap interval [{interval[0]:.3f}, {interval[1]:.3f}]")
+    audit = result.get("label_audit") or {}
+    if audit.get("rows"):
+        lines.append(
+            f"              on the {audit['rows']} test items with high consensus quality: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in audit.items() if k != "rows")
+        )
     if result.get("existing"):
         lines.append(
             f"  model       {result['model_name']} version {result['model_version']} already exists for these exact "

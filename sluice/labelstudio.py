@@ -487,6 +487,18 @@ class LabelStudioClient:
             self._raw("PATCH", f"/api/tasks/{task_id}", json_body={"overlap": int(overlap), "is_labeled": False})
         return len(task_overlaps)
 
+    def add_annotations(self, task_annotations: Mapping[int, Sequence[Mapping[str, Any]]]) -> int:
+        """Add annotations to existing tasks, each on behalf of its `completed_by` user; returns how many.
+
+        For the demo annotators' later rounds (their first answers travel inline with the import).
+        """
+        added = 0
+        for task_id, payloads in task_annotations.items():
+            for payload in payloads:
+                self._raw("POST", f"/api/tasks/{task_id}/annotations/", json_body=dict(payload), ok_statuses=(200, 201))
+                added += 1
+        return added
+
     # -- export ---------------------------------------------------------------
     def export_snapshot(self, project_id: int, dest_dir: Path, *, timeout_s: float = 600.0) -> tuple[Path, str]:
         """Export every task with annotations (annotators expanded to emails) to `dest_dir`.
@@ -563,7 +575,8 @@ class LabelStudioClient:
             votes_key: task data field the review config shows (tasks.label_config.build_review_config).
 
         The votes appear as text in the task and the majority label as a prediction
-        (model_version "annotator-votes", score = its share), pre-selected for the reviewer.
+        (model_version "annotator-votes", score = its share), pre-selected for the reviewer. When the
+        queue has `suggestion` and `suggestion_score` (the label-quality model's), that is the prediction.
         """
         for col in ("item_id", text_col, "votes"):
             if col not in queue.columns:
@@ -571,13 +584,12 @@ class LabelStudioClient:
         items = queue[["item_id", text_col]].copy()
         items[votes_key] = [_format_votes(v) for v in queue["votes"]]
         majority = [_majority(v) for v in queue["votes"]]
-        predictions = pd.DataFrame(
-            {
-                "item_id": queue["item_id"].to_numpy(),
-                "label": [m[0] for m in majority],
-                "score": [m[1] for m in majority],
-            }
-        )
+        label = pd.Series([m[0] for m in majority], index=queue.index, dtype=object)
+        score = pd.Series([m[1] for m in majority], index=queue.index, dtype=float)
+        if {"suggestion", "suggestion_score"} <= set(queue.columns):
+            has = queue["suggestion"].notna()
+            label[has], score[has] = queue.loc[has, "suggestion"], queue.loc[has, "suggestion_score"]
+        predictions = pd.DataFrame({"item_id": queue["item_id"].to_numpy(), "label": label, "score": score})
         return self.import_items(
             review_project_id,
             items,

@@ -48,7 +48,16 @@ class AnnotationConfig(BaseModel):
     label_config: Path = Path("label_config/text_classification.xml")
     project_identifier: str = "sluice-demo"
     project_title: str = "sluice demo: fresh or rotten?"
-    overlap: int = Field(3, ge=1, description="distinct annotators per item (Label Studio maximum_annotations)")
+    overlap: int = Field(3, ge=1, description="the most distinct annotators an item gets")
+    overlap_min: int | None = Field(
+        None,
+        ge=1,
+        description="annotators every item starts with (Label Studio maximum_annotations); ActiveLab asks for "
+        "one more where it is worth more than a first label elsewhere, up to `overlap`. None: always `overlap`",
+    )
+    extra_share: float = Field(
+        0.25, ge=0.0, le=1.0, description="at most this share of the items get one more annotator per sync"
+    )
     batch_size: int = Field(500, ge=1, description="tasks per import call")
     simulate: bool = Field(False, description="label with demo annotators instead of waiting for humans")
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
@@ -61,6 +70,11 @@ class AnnotationConfig(BaseModel):
     gold_rate: float = Field(
         0.05, ge=0.0, lt=1.0, description="share of the labelling stream's tasks that are gold items"
     )
+
+    @property
+    def start_overlap(self) -> int:
+        """Annotators each task starts with: the project's maximum_annotations, never changed after import."""
+        return min(self.overlap_min or self.overlap, self.overlap)
 
 
 class GoldFileError(ValueError):

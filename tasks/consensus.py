@@ -9,6 +9,7 @@ left out of consensus.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -16,11 +17,20 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.agreement import AgreementReport, CodedAnnotations, FloatArray, IntArray, encode_annotations
+from tasks.label_quality import (
+    Inputs,
+    annotation_matrix,
+    majority_codes,
+    pick_for_review,
+    predict_oof,
+    review_count,
+    score_crowdlab,
+)
 
 BoolArray = npt.NDArray[np.bool_]
 ObjectArray = npt.NDArray[np.object_]
 
-QUEUE_REASONS = ("too_few_votes", "tie", "low_agreement")
+QUEUE_REASONS = ("too_few_votes", "tie", "low_agreement", "low_quality")
 
 
 class ConsensusConfig(BaseModel):
@@ -56,11 +66,24 @@ class ConsensusConfig(BaseModel):
     min_gold_items: int = Field(
         default=5, ge=1, description="gold items an annotator must have answered before their accuracy is judged"
     )
+    method: Literal["crowdlab", "majority"] = Field(
+        default="crowdlab",
+        description="crowdlab: cleanlab weighs annotators and a quick model; majority: a plain vote",
+    )
+    review_budget: float = Field(
+        default=0.05,
+        ge=0.0,
+        description="crowdlab: items sent to review, the lowest-quality first; below 1 a fraction, else a count",
+    )
 
 
 @dataclass(frozen=True)
 class ConsensusResult:
-    """Consensus `labels` (item_id, label, n_votes, agreement, source, reviewer) and adjudication `queue`."""
+    """Consensus `labels` (item_id, label, n_votes, agreement, source, reviewer) and adjudication `queue`.
+
+    With CROWDLAB, `quality` holds every scored item (item_id, consensus_label, quality,
+    n_annotations, agreement, suggestion, suggestion_score) and `annotators` each annotator's quality.
+    """
 
     labels: pd.DataFrame
     queue: pd.DataFrame
@@ -68,6 +91,9 @@ class ConsensusResult:
     n_consensus: int
     n_adjudicated: int
     n_queued: int
+    method: str = "majority"
+    quality: pd.DataFrame | None = None
+    annotators: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +172,105 @@ def consensus_labels(
         n_adjudicated=len(adj_item),
         n_queued=len(queue),
     )
+
+
+def crowdlab_consensus(
+    df: pd.DataFrame,
+    config: ConsensusConfig,
+    items: pd.DataFrame,
+    classes: list[str],
+    inputs: Inputs,
+    adjudicated: pd.DataFrame | None = None,
+    *,
+    seed: int = 0,
+) -> ConsensusResult:
+    """CROWDLAB consensus: every item with enough votes is labelled, the lowest-quality ones go to review.
+
+    The quick model learns the majority labels over group-aware folds; cleanlab weighs each
+    annotator against it. The `review_budget` lowest-quality items are queued (reason
+    low_quality) with the model's suggestion, unless a reviewer already decided them: a reviewer's
+    label wins. Items with fewer than `min_votes` annotations wait (too_few_votes).
+
+    Args:
+        df: annotations: item_id, annotator, label.
+        items: the items with the model's input columns, by item_id.
+        adjudicated: reviewers' decisions (item_id, label, reviewer).
+    """
+    coded = encode_annotations(df)
+    votes = coded.ratings
+    too_few = votes < config.min_votes
+    adj_item, adj_label, adj_reviewer = _read_adjudicated(adjudicated, coded)
+    scored_ids = coded.items[np.flatnonzero(~too_few)]
+    matrix = annotation_matrix(df, scored_ids, classes)
+    frame = items.drop_duplicates("item_id").set_index(items["item_id"].drop_duplicates().astype(str))
+    frame = frame.reindex(pd.Index(scored_ids).astype(str))
+    proba = predict_oof(frame, majority_codes(matrix, len(classes)), len(classes), inputs, seed=seed)
+    scored = score_crowdlab(matrix, proba, classes)
+    names = np.asarray(classes, dtype=object)
+    quality = scored.items.assign(
+        suggestion=names[proba.argmax(axis=1)] if len(proba) else [], suggestion_score=proba.max(axis=1).round(4)
+    )
+    adjudicated_ids = set(coded.items[adj_item])
+    to_review = set(pick_for_review(quality, config.review_budget)) - adjudicated_ids
+    keep = quality[~quality["item_id"].isin(to_review | adjudicated_ids)]
+    code = np.asarray(coded.items.get_indexer(pd.Index(keep["item_id"])), dtype=np.int64)
+    labels = pd.DataFrame(
+        {
+            "item_code": np.concatenate([code, adj_item]),
+            "label": np.concatenate([keep["consensus_label"].to_numpy(dtype=object), adj_label]),
+            "n_votes": np.concatenate([votes[code], votes[adj_item]]),
+            "agreement": np.concatenate(
+                [
+                    _vote_share(coded, code, keep["consensus_label"].to_numpy(dtype=object)),
+                    _vote_share(coded, adj_item, adj_label),
+                ]
+            ),
+            "source": ["consensus"] * len(code) + ["adjudicated"] * len(adj_item),
+            "reviewer": np.concatenate([np.full(len(code), None, dtype=object), adj_reviewer]),
+        }
+    )
+    queued = np.sort(
+        np.concatenate(
+            [
+                np.flatnonzero(too_few & ~np.isin(np.arange(coded.n_items), adj_item)),
+                coded.items.get_indexer(pd.Index(sorted(to_review))),
+            ]
+        ).astype(np.int64)
+    )
+    queue = _build_queue(coded, config, queued, too_few, np.zeros(coded.n_items, dtype=bool), np.zeros(coded.n_items))
+    queue = _low_quality_detail(queue, coded, quality, review_count(config.review_budget, len(quality)))
+    _check_conservation(coded, labels["item_code"].to_numpy(), queue["item_code"].to_numpy())
+    return ConsensusResult(
+        labels=_by_item(labels, coded),
+        queue=_by_item(queue, coded),
+        n_items=coded.n_items,
+        n_consensus=len(code),
+        n_adjudicated=len(adj_item),
+        n_queued=len(queue),
+        method="crowdlab",
+        quality=quality,
+        annotators=scored.annotators,
+    )
+
+
+def _low_quality_detail(
+    queue: pd.DataFrame, coded: CodedAnnotations, quality: pd.DataFrame, n_budget: int
+) -> pd.DataFrame:
+    """Mark the queued items that CROWDLAB picked (not too_few_votes) and add the model's suggestion."""
+    by_id = quality.set_index("item_id")
+    ids = coded.items[queue["item_code"].to_numpy()]
+    picked = pd.Index(ids).isin(by_id.index) & (queue["reason"] != "too_few_votes").to_numpy()
+    q = by_id.reindex(ids)
+    queue = queue.assign(
+        quality=q["quality"].to_numpy(),
+        suggestion=q["suggestion"].to_numpy(),
+        suggestion_score=q["suggestion_score"].to_numpy(),
+    )
+    queue.loc[picked, "reason"] = "low_quality"
+    queue.loc[picked, "detail"] = [
+        f"CROWDLAB quality {v:.2f}, among the {n_budget} lowest (consensus.review_budget)" for v in q["quality"][picked]
+    ]
+    return queue
 
 
 def check_agreement_gate(report: AgreementReport, config: ConsensusConfig) -> GateDecision:

@@ -9,9 +9,12 @@ counted, and not trained on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,6 +32,9 @@ class LabelsConfig(BaseModel):
     column: str | None = None
     """The source column holding labels (source: column)."""
     classes: list[str] = Field(min_length=2)
+    label_issues: Literal["off", "report", "exclude"] = "off"
+    """Labels that arrive in a column, checked by cleanlab's find_label_issues on out-of-fold probabilities:
+    report the flagged rows, or exclude them (quarantined, step label_issues, with their score)."""
 
     @model_validator(mode="after")
     def _column_given(self) -> LabelsConfig:
@@ -52,6 +58,8 @@ class LabelOutcome:
     """Rows with no label yet (annotation still in progress): kept aside, not lost."""
     source: str
     rows_in: int
+    issues: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Rows cleanlab flags as likely mislabelled: item_id, given label, suggested label, self-confidence."""
 
     def distribution(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self.data[LABEL].value_counts().sort_index().items()}
@@ -64,6 +72,8 @@ class LabelOutcome:
             f"awaiting annotation: **{len(self.awaiting)}**, quarantined: **{len(self.quarantine)}**",
             "- distribution: " + ", ".join(f"{k}: {v}" for k, v in self.distribution().items()),
         ]
+        if len(self.issues):
+            lines.append(f"- likely label errors (cleanlab find_label_issues): **{len(self.issues)}**")
         counts = summarise_quarantine(self.quarantine)
         if not counts.empty:
             lines += ["", "| reason | rows |", "|---|---|"]
@@ -116,3 +126,47 @@ def labels_from_annotation(df: pd.DataFrame, consensus: pd.DataFrame, config: La
         raise LabelError("the consensus label table needs columns item_id and label; rerun the annotation flow.")
     by_id = consensus.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)["label"]
     return _split_by_class(df, df[ITEM_ID].map(by_id), config.classes, source="annotation consensus")
+
+
+def apply_label_issues(
+    outcome: LabelOutcome,
+    flagged: npt.NDArray[np.bool_],
+    confidence: npt.NDArray[np.float64],
+    suggested: Sequence[str],
+    action: str,
+) -> LabelOutcome:
+    """Record the rows cleanlab flags (aligned with `outcome.data`); `exclude` quarantines them with reason and score.
+
+    Flagged rows are never silently dropped: reported, they stay in training; excluded, they are
+    quarantined at step label_issues, and the row account by item id is checked again.
+    """
+    data = outcome.data
+    issues = pd.DataFrame(
+        {
+            ITEM_ID: data.loc[flagged, ITEM_ID].astype(str).to_numpy(),
+            "label": data.loc[flagged, LABEL].astype(str).to_numpy(),
+            "suggested": np.asarray(suggested, dtype=object)[flagged],
+            "self_confidence": np.round(confidence[flagged], 4),
+        }
+    )
+    if action != "exclude" or not flagged.any():
+        ranked = issues.sort_values("self_confidence", kind="stable")
+        return LabelOutcome(outcome.data, outcome.quarantine, outcome.awaiting, outcome.source, outcome.rows_in, ranked)
+    bad = data[flagged]
+    reasons = [
+        f'label "{label}" is likely wrong: the model gives it probability {score:.3f} and suggests "{hint}" '
+        "(cleanlab find_label_issues); fix the label, or set labels.label_issues: report to keep the row"
+        for label, score, hint in zip(issues["label"], issues["self_confidence"], issues["suggested"], strict=True)
+    ]
+    quarantine = pd.concat(
+        [outcome.quarantine, quarantine_rows(bad, step="label_issues", reason=reasons)], ignore_index=True
+    )
+    kept = data[~flagged].reset_index(drop=True)
+    check_ids_conserved(
+        data[ITEM_ID],
+        stage="label_issues",
+        labelled=kept[ITEM_ID],
+        quarantined=bad[ITEM_ID],
+    )
+    ranked = issues.sort_values("self_confidence", kind="stable")
+    return LabelOutcome(kept, quarantine, outcome.awaiting, outcome.source, outcome.rows_in, ranked)

@@ -35,6 +35,11 @@ class CardInputs:
     alpha: float | None = None
     export_hash: str | None = None
     training: Mapping[str, object] = field(default_factory=dict)
+    labelling: Mapping[str, object] = field(default_factory=dict)
+    """tasks.label_quality.measure_labelling; `trained_labels_right` only where reference labels exist (the demo)."""
+    label_audit: Mapping[str, float | int] = field(default_factory=dict)
+    """Test metrics on the test items whose consensus quality is high (tasks.label_quality.audit_test_metrics)."""
+    audit_min_quality: float = 0.0
 
 
 def _metric_rows(inputs: CardInputs) -> list[str]:
@@ -112,6 +117,7 @@ def build_model_card(inputs: CardInputs) -> str:
     lines += ["", "## Test metrics (test split used once)", "", *_metric_rows(inputs)]
     if inputs.compared is not None:
         lines += ["", "## Against the champion", "", *comparison_rows(inputs.compared, list(inputs.metrics))]
+    lines += _label_quality_rows(inputs)
     if inputs.training or inputs.onnx:
         lines += ["", "## Training", ""]
         lines += [f"- {key}: {value}" for key, value in inputs.training.items()]
@@ -142,3 +148,37 @@ def review_summary(inputs: CardInputs, *, version: str, model_link: str) -> str:
         lines += ["", "### Against the champion", "", *comparison_rows(inputs.compared, list(inputs.metrics))]
     lines += ["", "### Gates", "", inputs.decision_markdown]
     return "\n".join(lines)
+
+
+def _label_quality_rows(inputs: CardInputs) -> list[str]:
+    """The labelling figures and the test-set label audit (metrics on all test items vs the high-quality ones)."""
+    lines: list[str] = []
+    fig = inputs.labelling
+    if fig:
+        right = fig.get("trained_labels_right")
+        lines += [
+            "",
+            "## Labelling",
+            "",
+            f"- items people labelled: {fig.get('items_labelled')}; trained on: {_pct(fig.get('trained_share'))}; "
+            f"sent to review: {_pct(fig.get('review_share'))}; annotations per item: {fig.get('annotations_per_item')}",
+            "- trained-on labels right: "
+            + (
+                "unknown (no reference labels)"
+                if right is None
+                else f"{_pct(right)} (against the simulator's held-back labels)"
+            ),
+        ]
+    audit = inputs.label_audit
+    if audit:
+        lines += ["", f"## Test-set label audit (consensus quality ≥ {inputs.audit_min_quality:.2f})", ""]
+        lines += ["| metric | all test items | high-quality test items |", "|---|---|---|"]
+        lines.append(f"| rows | {inputs.split_sizes.get('test', '')} | {audit.get('rows', 0)} |")
+        for key in ("accuracy", "f1_macro"):
+            if key in audit and key in inputs.metrics:
+                lines.append(f"| {key} | {inputs.metrics[key]:.4f} | {float(audit[key]):.4f} |")
+    return lines
+
+
+def _pct(value: object) -> str:
+    return "-" if value is None else f"{float(str(value)):.1%}"

@@ -120,6 +120,37 @@ def simulate_annotations(
     ).astype({"annotator": "str", "label": "str"})
 
 
+def simulate_extra(
+    items: pd.DataFrame,
+    annotations: pd.DataFrame,
+    annotators: Mapping[str, float],
+    classes: Sequence[str],
+    *,
+    seed: int,
+    mean_lead_time_s: float = 8.0,
+) -> pd.DataFrame:
+    """One more annotation per item (item_id, label: the reference) by a simulated annotator not yet on it.
+
+    Items every simulated annotator has labelled already get none. Same columns as `simulate_annotations`.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(annotators)
+    done = annotations.groupby(annotations["item_id"].astype(str))["annotator"].agg(set)
+    others = {c: [o for o in classes if o != c] for c in classes}
+    rows = []
+    for item_id, label in items[["item_id", "label"]].itertuples(index=False):
+        free = [n for n in names if n not in done.get(str(item_id), set())]
+        if not free:
+            continue
+        who = str(rng.choice(free))
+        given = str(rng.choice(others[str(label)])) if rng.random() < annotators[who] else str(label)
+        lead = round(float(rng.lognormal(np.log(mean_lead_time_s) - 0.125, 0.5)), 2)
+        rows.append((item_id, who, given, lead))
+    return pd.DataFrame(rows, columns=["item_id", "annotator", "label", "lead_time"]).astype(
+        {"annotator": "str", "label": "str"}
+    )
+
+
 def build_annotation_payloads(
     annotations: pd.DataFrame,
     user_ids: Mapping[str, int],

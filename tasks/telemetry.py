@@ -3,8 +3,8 @@
 One row per annotator: items done, median seconds per item (Label Studio's `lead_time`, the
 time the labelling screen was open), accuracy on gold items, Cohen's kappa against the others'
 majority, and a quality score. The quality score is the annotator's agreement with the
-leave-one-out majority (`tasks.agreement.annotator_agreement`); `crowdlab_quality` is kept
-empty for cleanlab's CROWDLAB annotator quality, which needs out-of-fold model probabilities.
+leave-one-out majority (`tasks.agreement.annotator_agreement`); `crowdlab_quality` is cleanlab's
+CROWDLAB annotator quality (`with_crowdlab_quality`), filled once consensus has been scored.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def annotator_telemetry(
     table["kappa"] = table["annotator"].map(agreement["kappa"]).astype("float64")
     table["agreement"] = table["annotator"].map(agreement["agreement"]).astype("float64")
     table["quality_score"] = table["agreement"]
-    table["crowdlab_quality"] = np.nan  # cleanlab CROWDLAB annotator_quality goes here
+    table["crowdlab_quality"] = np.nan  # filled by with_crowdlab_quality once consensus is scored
     gone = set(removed)
     table["status"] = [
         "excluded" if name in excluded else "removed" if name in gone else "active" for name in table["annotator"]
@@ -77,19 +77,28 @@ def annotator_telemetry(
     ]
 
 
+def with_crowdlab_quality(table: pd.DataFrame, annotators: pd.DataFrame | None) -> pd.DataFrame:
+    """The telemetry table with `crowdlab_quality` from CROWDLAB's annotator stats (annotator, crowdlab_quality)."""
+    if annotators is None or annotators.empty:
+        return table
+    by_name = annotators.set_index(annotators["annotator"].astype(str))["crowdlab_quality"]
+    return table.assign(crowdlab_quality=table["annotator"].astype(str).map(by_name).astype("float64"))
+
+
 def telemetry_markdown(table: pd.DataFrame) -> str:
     """The annotators section of the agreement report: the telemetry table and who is excluded, and why."""
     lines = [
         "### Annotators: volume, speed, gold and quality (lowest quality first)",
         "",
-        "| annotator | status | items done | median s/item | gold items | gold accuracy | kappa | quality |",
-        "|---|---|---|---|---|---|---|---|",
+        "| annotator | status | items done | median s/item | gold items | gold accuracy | kappa | quality "
+        "| CROWDLAB quality |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples(index=False):
         cells = [_fmt(row.median_lead_time_s, "{:.1f}"), _fmt(row.gold_accuracy, "{:.0%}"), _fmt(row.kappa, "{:.3f}")]
         lines.append(
             f"| {row.annotator} | {row.status} | {row.items_done} | {cells[0]} | {row.gold_items} | {cells[1]} | "
-            f"{cells[2]} | {_fmt(row.quality_score, '{:.3f}')} |"
+            f"{cells[2]} | {_fmt(row.quality_score, '{:.3f}')} | {_fmt(row.crowdlab_quality, '{:.3f}')} |"
         )
     excluded = table[table["status"] == "excluded"]
     if len(excluded):
@@ -106,7 +115,7 @@ def _fmt(value: object, pattern: str) -> str:
 def telemetry_metrics(table: pd.DataFrame) -> dict[str, float]:
     """Telemetry as MLflow metrics: `annotator_<name>_<measure>`, names made metric-safe, NaN left out."""
     metrics: dict[str, float] = {}
-    measures = ("items_done", "median_lead_time_s", "gold_accuracy", "kappa", "quality_score")
+    measures = ("items_done", "median_lead_time_s", "gold_accuracy", "kappa", "quality_score", "crowdlab_quality")
     for row in table.itertuples(index=False):
         # Annotators are e-mail addresses; MLflow metric names allow no "@".
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(row.annotator))

@@ -54,6 +54,7 @@ def test_pipeline_trains_on_consensus_and_queues_disputes(
     config = _absolute_label_config(
         make_config,
         annotation__project_identifier="flow-consensus",
+        annotation__overlap_min=2,  # ActiveLab asks for a third annotator where it is worth it
         registry__model_name="rt-annotated",
     )
     result = pipeline(config_path=str(config), home=str(home.root))
@@ -61,7 +62,12 @@ def test_pipeline_trains_on_consensus_and_queues_disputes(
     annotation = result["annotation"]
     assert annotation["status"] == "ready" and annotation["coverage"] == 1.0
     assert annotation["noisiest_annotator"].startswith("chidi")
-    assert annotation["review_queue"] > 0
+    assert annotation["review_queue"] > 0 and annotation["consensus_method"] == "crowdlab"
+    figures = annotation["figures"]  # the simulator's held-back labels give the truth
+    assert 2.0 < figures["annotations_per_item"] <= 2.25
+    assert figures["review_share"] <= 0.06 and figures["trained_share"] >= 0.94  # budget 5 %, rounded up
+    assert figures["trained_labels_right"] >= 0.97
+    assert result["label_audit"]["rows"] > 0 and "test_intervals" in result
     rows = result["rows"]
     # disputed items wait for review: they are neither trained on nor lost
     assert rows["awaiting"] == annotation["review_queue"]
@@ -73,9 +79,21 @@ def test_pipeline_trains_on_consensus_and_queues_disputes(
     run = mlflow.MlflowClient(tracking_uri=mlflow_store).get_run(version.run_id)
     assert "agreement_kappa_chidi_sluice.local" in run.data.metrics
 
+    card = version.description
+    assert "## Test-set label audit" in card and "sent to review" in card
+    telemetry = pd.read_csv(home.labels / "flow-consensus" / "annotator_telemetry.csv").set_index("annotator")
+    assert telemetry["crowdlab_quality"].idxmin().startswith("chidi")
+
     client = LabelStudioClient.connect(use_server.url, use_server.token)
     review = client.progress(annotation["review_project_id"])
     assert review.tasks == annotation["review_queue"]
+    suggested = client.list_predictions(annotation["review_project_id"])
+    queue = pd.read_parquet(home.labels / "flow-consensus" / "review_queue.parquet").set_index("item_id")
+    assert len(suggested) == annotation["review_queue"]  # the model's suggestion, pre-selected for the reviewer
+    assert suggested["label"].tolist() == queue.loc[suggested["item_id"], "suggestion"].tolist()
+    # ActiveLab raised the overlap of the items it picked; the project's own setting never moved.
+    overlaps = pd.Series([n for _, n in client.list_tasks(annotation["project_id"]).values()])
+    assert set(overlaps) <= {2, 3, 1000} and (overlaps == 3).sum() > 0
 
 
 def test_adjudication_wins_over_consensus_on_the_next_sync(
