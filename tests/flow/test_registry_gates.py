@@ -14,7 +14,14 @@ from sluice.home import Home
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-SMALL = {"demo__rows": 600, "train__epochs": 2, "train__patience": 1, "registry__model_name": "rt-gates"}
+# Its own experiment: the run count below must not see other tests' runs in the session's MLflow store.
+SMALL = {
+    "demo__rows": 600,
+    "train__epochs": 2,
+    "train__patience": 1,
+    "registry__model_name": "rt-gates",
+    "registry__experiment": "rt-gates",
+}
 LOW_FLOORS = {"floors": {"accuracy": 0.3}}
 
 
