@@ -12,14 +12,24 @@ STAMP      := $(VENV)/.sluice-installed
 LS_STAMP   := $(LS_VENV)/.sluice-installed
 CHROMIUM   ?= /usr/bin/chromium
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist, whole files per process): most test time waits on servers and subprocesses,
+# so three processes keep two cores busy. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 3
 
-.PHONY: demo test install labelstudio browser postgres lint format ui serve stop clean-home bench
+.PHONY: demo test install labelstudio browser postgres system lint format ui serve stop clean-home bench
 
 demo: install labelstudio
 	$(VENV)/bin/sluice demo
 
-test: install labelstudio browser postgres lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The installs run side by side (the two apt installs one after the other: apt takes a lock), lint as soon
+# as the project's own venv is there.
+test:
+	@$(MAKE) --no-print-directory -j3 --output-sync=target lint labelstudio system
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+system:
+	@$(MAKE) --no-print-directory browser
+	@$(MAKE) --no-print-directory postgres
 
 install: $(STAMP)
 

@@ -66,6 +66,7 @@ ERROR_KINDS: dict[str, Kind] = {
     "sluice.tracking:TrackingError": Kind.SERVICE,
     "sluice.tracking:TrackingUnreachableError": Kind.SERVICE,
     "sluice.services:ServiceError": Kind.SERVICE,
+    "sluice.services:PortTakenError": Kind.SERVICE,
     "tasks.sql_source:SqlSourceUnreachableError": Kind.SERVICE,
     "tasks.quarantine:RowsLostError": Kind.BUG,
 }

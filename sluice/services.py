@@ -15,8 +15,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from sluice.home import DATABASE_URL_ENV, DatabaseService, Home
 from tasks.db_urls import driver_url, expand_url
@@ -26,6 +28,10 @@ LOOPBACK = "127.0.0.1"
 
 class ServiceError(RuntimeError):
     """A local service did not come up; the message points at its log."""
+
+
+class PortTakenError(ServiceError):
+    """Another program answered on the port the service was started on (a race for a free port)."""
 
 
 @dataclass
@@ -96,10 +102,16 @@ def start_service(
     health_url: str,
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
+    port: int | None = None,
 ) -> Service:
     """Start `command` detached, wait for `health_url`, and record it.
 
+    With `port`, the answer must come from the started process (or its children) listening there:
+    two projects starting at once may pick the same free port, and the loser must not adopt the
+    winner's server.
+
     Raises:
+        PortTakenError: another program answers on `port`.
         ServiceError: it exited or did not answer within `timeout` seconds.
     """
     home.logs.mkdir(parents=True, exist_ok=True)
@@ -119,6 +131,9 @@ def start_service(
         if process.poll() is not None:
             raise ServiceError(f"{name} exited with code {process.returncode} while starting; see {log_path}")
         if http_ok(health_url):
+            if port is not None and not _listens(process.pid, port):
+                process.terminate()
+                raise PortTakenError(f"{name}: another program answers on port {port}")
             path = _state_path(home, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(asdict(service)))
@@ -126,6 +141,35 @@ def start_service(
         time.sleep(0.5)
     process.terminate()
     raise ServiceError(f"{name} did not become healthy at {health_url} within {timeout:.0f} s; see {log_path}")
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether `pid` or one of its children listens on `port`."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            for connection in process.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
+                    return True
+    except psutil.Error:
+        return False
+    return False
+
+
+def start_on_a_free_port(
+    home: Home, name: str, command: Callable[[int], list[str]], *, preferred: int, health_path: str, **kwargs: Any
+) -> Service:
+    """`start_service` on `preferred` when free, else on a port the OS picks; again when another program wins it."""
+    port = free_port(preferred)
+    for _ in range(3):
+        url = f"http://{LOOPBACK}:{port}"
+        try:
+            return start_service(home, name, command(port), url=url, health_url=url + health_path, port=port, **kwargs)
+        except PortTakenError:
+            port = free_port()
+    raise ServiceError(f"{name}: another program took each free port it was started on; try again")
 
 
 def stop_service(home: Home, name: str, *, grace: float = 15.0) -> bool:
@@ -178,18 +222,25 @@ def ensure_prefect_server(home: Home, *, port: int = 4200) -> Service:
     running = read_service(home, "prefect")
     if running:
         return running
-    chosen = free_port(port)
-    url = f"http://{LOOPBACK}:{chosen}"
     env = {k: v for k, v in home.service_env().items() if k.startswith("PREFECT_")}
     env.pop("PREFECT_API_URL", None)
     # This name wins over the PREFECT_API_DATABASE_CONNECTION_URL (SQLite) that service_env sets.
     env |= database_env(home, "prefect", "PREFECT_SERVER_DATABASE_CONNECTION_URL", driver="asyncpg")
-    return start_service(
+    return start_on_a_free_port(
         home,
         "prefect",
-        [_bin("prefect"), "server", "start", "--host", LOOPBACK, "--port", str(chosen), "--analytics-off"],
-        url=url,
-        health_url=f"{url}/api/health",
+        lambda chosen: [
+            _bin("prefect"),
+            "server",
+            "start",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(chosen),
+            "--analytics-off",
+        ],
+        preferred=port,
+        health_path="/api/health",
         env=env,
         timeout=180,
     )
@@ -200,15 +251,13 @@ def ensure_mlflow_ui(home: Home, tracking_uri: str, *, port: int = 5000) -> Serv
     running = read_service(home, "mlflow")
     if running:
         return running
-    chosen = free_port(port)
-    url = f"http://{LOOPBACK}:{chosen}"
     home.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
     # Through the environment, not argv: a command line (and the password in it) is visible to `ps`.
     store = driver_url(expand_url(tracking_uri, where="the MLflow tracking URI"), "psycopg")
-    return start_service(
+    return start_on_a_free_port(
         home,
         "mlflow",
-        [
+        lambda chosen: [
             _bin("mlflow"),
             "server",
             "--default-artifact-root",
@@ -220,8 +269,8 @@ def ensure_mlflow_ui(home: Home, tracking_uri: str, *, port: int = 5000) -> Serv
             "--workers",
             "1",
         ],
-        url=url,
-        health_url=f"{url}/health",
+        preferred=port,
+        health_path="/health",
         env={"MLFLOW_BACKEND_STORE_URI": store, "MLFLOW_TRACKING_URI": store},
         timeout=180,
     )

@@ -36,6 +36,34 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DO_NOT_TRACK"] = "1"
 
 
+# The files that take longest, longest first: pytest-xdist hands out whole files in collection order, and
+# the run ends when its last file does, so these start first and the many short files fill the gaps.
+_LONG_FILES = (
+    "tests/flow/test_postgres.py",
+    "tests/flow/test_cli_errors.py",
+    "tests/flow/test_annotation.py",
+    "tests/flow/test_deployments.py",
+    "tests/flow/test_annotators.py",
+    "tests/flow/test_registry.py",
+    "tests/flow/test_cli_run.py",
+    "tests/flow/test_dask.py",
+    "tests/flow/test_browser.py",
+    "tests/flow/test_init_datasets.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long files first, then the other service tests, then tests/code (a stable sort: order within a file holds)."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.resolve().relative_to(REPO_ROOT).as_posix() if item.path.is_relative_to(REPO_ROOT) else ""
+        if path in _LONG_FILES:
+            return _LONG_FILES.index(path)
+        return len(_LONG_FILES) + (1 if path.startswith("tests/code/") else 0)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test writes to $HOME or reaches outside hosts."""

@@ -73,22 +73,26 @@ def _prefect_records_containing(needle: str) -> list[str]:
 
     APILogHandler().flush()  # logs travel to the API in batches: send what is queued first
 
+    async def _all(read) -> list:  # the session's server holds more records than one page
+        records, offset = [], 0
+        while page := await read(limit=200, offset=offset):
+            records += page
+            offset += len(page)
+        return records
+
     async def _scan() -> list[str]:
         hits = []
         async with get_client() as client:
-            for run in await client.read_flow_runs(limit=200):
+            for run in await _all(client.read_flow_runs):
                 if needle in repr((run.parameters, run.tags, run.job_variables)):
                     hits.append(f"flow run {run.name}: parameters/tags")
-            for task_run in await client.read_task_runs(limit=200):
+            for task_run in await _all(client.read_task_runs):
                 if needle in repr(task_run.tags) or needle in repr(task_run.task_inputs):
                     hits.append(f"task run {task_run.name}")
-            for artifact in await client.read_artifacts(limit=200):
+            for artifact in await _all(client.read_artifacts):
                 if needle in repr(artifact.data) or needle in repr(artifact.description):
                     hits.append(f"artifact {artifact.key}")
-            offset = 0
-            while logs := await client.read_logs(limit=200, offset=offset):
-                hits += [f"log: {log.message[:80]}" for log in logs if needle in log.message]
-                offset += len(logs)
+            hits += [f"log: {log.message[:80]}" for log in await _all(client.read_logs) if needle in log.message]
         return hits
 
     return asyncio.run(_scan())
