@@ -206,7 +206,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     cv = steps.cross_validate(config, train_config, split.data) if config.tuning.cross_validate else None
 
     # --- train: the chosen configuration, once more on train, early-stopped on val ----------------------------
-    trained = steps.train(config, train_config, frames, run_dir)
+    trained = steps.train(config, train_config, frames, run_dir, where.checkpoints / key)
 
     # --- test (once) -------------------------------------------------------------------------------
     tested = steps.test(config, trained, frames["test"], run_dir)
@@ -351,6 +351,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         "test_intervals": {k: list(v) for k, v in tested.intervals.items()},
         "label_audit": audit,
         "best_epoch": trained.best_epoch,
+        "resumed_from_epoch": trained.resumed_from_epoch,
         "device": trained.device,
         "model_name": version.model_name,
         "model_version": version.version,

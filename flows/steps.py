@@ -26,6 +26,7 @@ from tasks import report as report_stage
 from tasks import train as train_stage
 from tasks import tune as tune_stage
 from tasks import validate as validate_stage
+from tasks.checkpoints import checkpoint_folder, claim_checkpoints
 from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
 from tasks.label_quality import Inputs, audit_test_metrics, flag_label_issues, oof_from_training
@@ -395,10 +396,38 @@ def cross_validate(
     return result
 
 
+def mark_crashed(flow_run_id: str, resumed_by: str) -> bool:
+    """Mark a flow run whose process is gone as crashed (Prefect never heard it end); True when it was open."""
+    from uuid import UUID
+
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(flow_run_id))
+        except (ObjectNotFound, ValueError):
+            return False
+        if run.state is None or run.state.is_final():
+            return False
+        why = f"its process stopped without a word; flow run {resumed_by} resumed its training from the checkpoint"
+        client.set_flow_run_state(run.id, Crashed(message=why), force=True)
+        return True
+
+
 @task(name="train")
 def train(
-    config: PipelineConfig, train_config: train_stage.TrainConfig, frames: dict[str, pd.DataFrame], run_dir: Path
+    config: PipelineConfig,
+    train_config: train_stage.TrainConfig,
+    frames: dict[str, pd.DataFrame],
+    run_dir: Path,
+    checkpoints: Path,
 ) -> train_stage.TrainResult:
+    """Train, checkpointing under `checkpoints` (the folder of the inputs' key): a rerun of them resumes there."""
+    this_run = str(runtime.flow_run.id or "local")
+    claim = claim_checkpoints(checkpoint_folder(checkpoints, train_config), flow_run=this_run)
+    if claim.previous_run and claim.previous_run != "local" and mark_crashed(claim.previous_run, this_run):
+        get_run_logger().warning("flow run %s stopped while training these inputs: marked crashed", claim.previous_run)
     result = train_stage.train_model(
         frames["train"],
         frames["val"],
@@ -408,8 +437,14 @@ def train(
         text_col=config.columns.text,
         feature_cols=config.columns.features or None,
         image_col=config.columns.image,
-        checkpoint_dir=run_dir / "checkpoints",
+        checkpoint_dir=claim.directory,
     )
+    if result.resumed_from_epoch is not None:
+        get_run_logger().warning(
+            "resumed after epoch %d from the checkpoint in %s (an earlier run of the same inputs stopped there)",
+            result.resumed_from_epoch,
+            claim.directory,
+        )
     history = pd.DataFrame(result.history)
     create_table_artifact(
         key=artifact_key(config.name, "training-history"),

@@ -133,6 +133,11 @@ def format_summary(result: dict[str, Any], *, prefect_url: str | None, log: str 
     if cv:
         shown = {k: v for k, v in cv.items() if k in ("accuracy", "f1_macro", "roc_auc")}
         lines.append("  cross-val   " + ", ".join(f"{k} {m:.3f} ± {sd:.3f}" for k, (m, sd) in shown.items()))
+    if result.get("resumed_from_epoch") is not None:
+        lines.append(
+            f"  train       resumed after epoch {result['resumed_from_epoch']}: "
+            "an earlier run of the same inputs stopped there"
+        )
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result["test_metrics"].items())
     lines.append(f"  test        {metrics}")
     interval = (result.get("test_intervals") or {}).get("accuracy")

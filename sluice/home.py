@@ -65,6 +65,11 @@ class Home:
         return self.root / "splits"
 
     @property
+    def checkpoints(self) -> Path:
+        """Training checkpoints by input key: a rerun of the same inputs resumes where the last one stopped."""
+        return self.root / "checkpoints"
+
+    @property
     def runs(self) -> Path:
         """Per-run outputs: reports, checkpoints, plots, models kept locally."""
         return self.root / "runs"

@@ -46,6 +46,7 @@ _LONG_FILES = (
     "tests/flow/test_annotators.py",
     "tests/flow/test_registry.py",
     "tests/flow/test_cli_run.py",
+    "tests/flow/test_resume.py",
     "tests/flow/test_dask.py",
     "tests/flow/test_browser.py",
     "tests/flow/test_init_datasets.py",
