@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.neardup import connected_groups, normalize_text, score_near_duplicates
+from tasks.neardup import canonical_text, connected_groups, score_near_duplicates
 
 SIZES = (25_000, 50_000, 100_000)
 SAMPLE = 2_000
@@ -71,7 +71,7 @@ def build_texts(corpus: list[str], n: int, seed: int = 0) -> list[str]:
 
 
 def shingles(text: str) -> set[str]:
-    norm = normalize_text(text)
+    norm = canonical_text(text)
     norm = norm if len(norm) >= K else norm.ljust(K)
     return {norm[i : i + K] for i in range(len(norm) - K + 1)} if norm.strip() else set()
 

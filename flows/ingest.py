@@ -27,16 +27,9 @@ from prefect.task_runners import TaskRunner
 from flows import steps
 from sluice.config import PipelineConfig, load_config
 from sluice.home import Home
-from tasks import demo_data, partitioned
 from tasks import ingest as ingest_stage
+from tasks import partitioned
 from tasks import validate as validate_stage
-
-
-@task(name="demo-data")
-def prepare_demo_data(config: PipelineConfig, home: Home) -> Path:
-    assert config.demo is not None
-    target = Path(config.source.path.format(home=home.root))
-    return demo_data.write_demo_data(config.demo.dataset, target, rows=config.demo.rows)
 
 
 @task(name="describe-source")
@@ -157,7 +150,7 @@ def ingest_flow(
 
     # --- demo data (bundled real data written under the home) -------------------------------------
     if config.demo is not None:
-        prepare_demo_data(config, where)
+        steps.prepare_demo_data(config, where)
 
     # --- ingest --------------------------------------------------------------------------------------
     if dask and config.source.sql is None:  # a database source is one stream: nothing to share out

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sluice.labelstudio_server import LabelStudioSettings
+from sluice.labelstudio_settings import LabelStudioSettings
 from tasks.annotations import AnnotationConfig
 from tasks.clean import CleanConfig
 from tasks.columns import LABEL
@@ -129,6 +130,39 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
+# (old section, field) -> new section: settings that moved, still read from the old place with a warning.
+_MOVED = {
+    ("consensus", "overlap"): "annotation",
+}
+
+
+def _with_moved_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """The raw config with settings from their old place moved to their one home (a FutureWarning each)."""
+    raw = dict(raw)
+    for (old, field), new in _MOVED.items():
+        *parents, leaf = old.split(".")
+        holder: Any = raw
+        for name in parents:
+            holder = holder.get(name) if isinstance(holder, dict) else None
+        section = holder.get(leaf) if isinstance(holder, dict) else None
+        if not isinstance(section, dict) or field not in section:
+            continue
+        value = section.pop(field)
+        target = raw.get(new)
+        if not isinstance(target, dict):
+            if new == "annotation" and target is None:
+                continue  # no annotation stage: the old setting had no effect
+            target = {}
+        if field in target and target[field] != value:
+            raise ValueError(
+                f"{old}.{field} is {value!r} but {new}.{field} is {target[field]!r}; the setting lives under "
+                f"{new}.{field}: remove {old}.{field}"
+            )
+        raw[new] = {**target, field: value}
+        warnings.warn(f"{old}.{field} has moved to {new}.{field}; read from the old place for now", FutureWarning, 2)
+    return raw
+
+
 def _split_with_column_roles(raw: dict[str, Any]) -> dict[str, Any]:
     """The raw config with the split's column roles filled in from `columns:` (and old split fields moved there).
 
@@ -192,7 +226,7 @@ class PipelineConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _column_roles(cls, raw: Any) -> Any:
-        return _split_with_column_roles(raw) if isinstance(raw, dict) else raw
+        return _split_with_column_roles(_with_moved_settings(raw)) if isinstance(raw, dict) else raw
 
     @model_validator(mode="after")
     def _cross_validation_has_folds(self) -> PipelineConfig:

@@ -11,11 +11,8 @@ restart takes ~11 s. `initialise_data_dir` makes a data dir once so tests can co
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
-import re
-import secrets
 import shutil
 import signal
 import socket
@@ -24,127 +21,25 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-
 from sluice.home import DATABASE_URL_ENV, Home
-from sluice.secrets import LABEL_STUDIO_TOKEN, resolve_secret
+from sluice.labelstudio_settings import (
+    VENV_ENV_VAR,
+    LabelStudioServerError,
+    LabelStudioSettings,
+)
+from sluice.processes import free_port, pid_alive
 from tasks.db_urls import expand_url
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TOKEN_ENV_VARS = ("SLUICE_LABEL_STUDIO_TOKEN", "LABEL_STUDIO_API_KEY")
-VENV_ENV_VAR = "SLUICE_LABEL_STUDIO_VENV"
 URL_ENV_VAR = "SLUICE_LABEL_STUDIO_URL"  # an existing server; otherwise sluice starts its own on loopback
-_TOKEN_RE = re.compile(r"^[0-9a-f]{40}$")
 _DB_FILE = "label_studio.sqlite3"
 _INIT_MARKER = ".sluice-initialised.json"
 _INIT_PENDING = ".sluice-initialising"
 _PASSWORD_MARKER = ".sluice-admin-password.sha256"
-
-
-class LabelStudioServerError(RuntimeError):
-    """The local Label Studio server could not be started, found or stopped."""
-
-
-@dataclass(frozen=True)
-class AdminCredentials:
-    """The admin account of the local server: for the pipeline's owner, never for annotators."""
-
-    username: str
-    password: str = field(repr=False)
-    password_file: Path | None
-
-
-class LabelStudioSettings(BaseModel):
-    """How to run the local Label Studio server; defaults keep everything on loopback."""
-
-    host: str = "127.0.0.1"
-    allow_remote: bool = Field(
-        False,
-        description="allow a non-loopback host (other machines reach the server): then put it behind TLS",
-    )
-    port: int | None = Field(None, description="None picks a free port at start")
-    # Label Studio logs users in by email; the pipeline uses this admin through its token only.
-    username: str = "admin@sluice.local"
-    password: SecretStr | None = Field(
-        None,
-        description="admin password; else one generated per home and kept in <home>/labelstudio/admin_password "
-        "(mode 0600, shown by `sluice labelstudio credentials`)",
-    )
-    token: SecretStr | None = Field(
-        None,
-        description="admin API token (40 hex); else $SLUICE_LABEL_STUDIO_TOKEN, $LABEL_STUDIO_API_KEY, "
-        "else one generated and kept under the home",
-    )
-    venv: Path | None = Field(None, description="Label Studio's virtualenv; else $SLUICE_LABEL_STUDIO_VENV")
-    data_dir: Path | None = Field(None, description="database and media; else <home>/labelstudio/data")
-    task_lock_ttl: int = Field(
-        900, ge=60, description="seconds a task served to an annotator stays reserved (Label Studio: 24 h)"
-    )
-    start_timeout_s: float = Field(240.0, gt=0, description="first start runs migrations: ~85 s on 2 cores")
-
-    @field_validator("token")
-    @classmethod
-    def _token_is_hex40(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _TOKEN_RE.match(value.get_secret_value()):
-            raise ValueError("the Label Studio token must be 40 lowercase hex characters (secrets.token_hex(20))")
-        return value
-
-    @model_validator(mode="after")
-    def _loopback_unless_allowed(self) -> LabelStudioSettings:
-        if not self.allow_remote and not _is_loopback(self.host):
-            raise ValueError(
-                f"labelstudio.host {self.host!r} is not a loopback address: other machines could reach Label "
-                "Studio's logins over plain HTTP. Keep 127.0.0.1, or set labelstudio.allow_remote: true and put "
-                "the server behind TLS (a reverse proxy that terminates HTTPS)"
-            )
-        return self
-
-    def resolve_venv(self) -> Path:
-        """The server's virtualenv: config, else $SLUICE_LABEL_STUDIO_VENV, else <repo>/.venv-labelstudio."""
-        chosen = self.venv or os.environ.get(VENV_ENV_VAR) or REPO_ROOT / ".venv-labelstudio"
-        return Path(chosen).expanduser().resolve()
-
-    def resolve_data_dir(self, home: Home) -> Path:
-        return Path(self.data_dir).expanduser().resolve() if self.data_dir else home.labelstudio / "data"
-
-    def resolve_token(self, home: Home) -> str:
-        """The admin token: config, else env, else the one kept in <home>/labelstudio/admin_token.
-
-        A generated token is written once (mode 0600): Label Studio binds the token at the
-        first init of a data dir and rejects any other one afterwards.
-        """
-        if self.token is not None:
-            return self.token.get_secret_value()
-        # The environment first, then the Prefect Secret block (sluice.secrets), then the home's own token.
-        value = resolve_secret(LABEL_STUDIO_TOKEN, TOKEN_ENV_VARS)
-        if value:
-            if not _TOKEN_RE.match(value):
-                raise LabelStudioServerError(
-                    f"the Label Studio token (from ${' / $'.join(TOKEN_ENV_VARS)} or the Prefect Secret block "
-                    f"{LABEL_STUDIO_TOKEN!r}) is not 40 lowercase hex characters; fix it, or unset it to let sluice "
-                    "generate one (secrets.token_hex(20))"
-                )
-            return value
-        token, _ = _read_or_create_secret(home.labelstudio / "admin_token", lambda: secrets.token_hex(20))
-        return token
-
-    def resolve_password(self, home: Home) -> str:
-        """The admin password: config, else the one generated for this home (mode 0600, written once)."""
-        return self.credentials(home).password
-
-    def credentials(self, home: Home) -> AdminCredentials:
-        """The admin's login, and the file that keeps the password when sluice generated it."""
-        if self.password is not None:
-            return AdminCredentials(self.username, self.password.get_secret_value(), None)
-        path = home.labelstudio / "admin_password"
-        password, _ = _read_or_create_secret(path, lambda: secrets.token_urlsafe(18))
-        return AdminCredentials(self.username, password, path)
 
 
 @dataclass
@@ -161,7 +56,7 @@ class RunningServer:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM (Label Studio ignores SIGINT when not on a terminal), then SIGKILL."""
-        if _pid_alive(self.pid):
+        if pid_alive(self.pid):
             _signal_group(self.pid, signal.SIGTERM)
             if not self._wait_exit(timeout_s):
                 _signal_group(self.pid, signal.SIGKILL)
@@ -180,7 +75,7 @@ class RunningServer:
                 return False
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not _pid_alive(self.pid):
+            if not pid_alive(self.pid):
                 return True
             time.sleep(0.2)
         return False
@@ -274,7 +169,9 @@ def start_server(settings: LabelStudioSettings, home: Home, *, template: Path | 
     home.logs.mkdir(parents=True, exist_ok=True)
     for sub in ("home", "config", "share", "cache"):
         (home.labelstudio / sub).mkdir(parents=True, exist_ok=True)
-    port = settings.port or _free_port(settings.host)
+    # Label Studio silently moves to the next port when the asked one is busy, so we pick a
+    # free one ourselves and poll exactly that one.
+    port = settings.port or free_port(host=settings.host)
     url = f"http://{settings.host}:{port}"
     if not _port_free(settings.host, port):
         # Label Studio would silently move to the next port and we would poll the wrong one.
@@ -325,7 +222,7 @@ def ensure_server(settings: LabelStudioSettings, home: Home) -> RunningServer:
     if (
         state
         and state.get("data_dir") == str(data_dir)
-        and _pid_alive(int(state.get("pid", -1)))
+        and pid_alive(int(state.get("pid", -1)))
         and _healthy(str(state.get("url")))
     ):
         return RunningServer(
@@ -345,14 +242,14 @@ def resolve_url(settings: LabelStudioSettings, home: Home) -> str:
 def is_home_server(home: Home, url: str) -> bool:
     """Whether `url` is the server this home runs (so its database, and management commands, are at hand)."""
     state = _read_state(home.labelstudio / "server.json")
-    return bool(state and str(state.get("url", "")).rstrip("/") == url.rstrip("/") and _pid_alive(int(state["pid"])))
+    return bool(state and str(state.get("url", "")).rstrip("/") == url.rstrip("/") and pid_alive(int(state["pid"])))
 
 
 def stop_server(home: Home) -> bool:
     """Stop the server recorded under the home; False when none was running."""
     state_path = home.labelstudio / "server.json"
     state = _read_state(state_path)
-    if not state or not _pid_alive(int(state.get("pid", -1))):
+    if not state or not pid_alive(int(state.get("pid", -1))):
         state_path.unlink(missing_ok=True)
         return False
     RunningServer(
@@ -503,14 +400,6 @@ def _copy_template(template: Path, data_dir: Path, token: str) -> None:
     shutil.copytree(template, data_dir)
 
 
-def _free_port(host: str) -> int:
-    # Label Studio silently moves to the next port when the asked one is busy, so we pick a
-    # free one ourselves and poll exactly that one.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -568,18 +457,6 @@ def _log_tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)
@@ -589,31 +466,6 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost may resolve anywhere
-        return False
-
-
-def _read_or_create_secret(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
-    """The secret kept in `path`, or a new one written there with mode 0600; (value, created)."""
-    if path.is_file():
-        return path.read_text().strip(), False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = make()
-    try:
-        # O_EXCL with the mode at creation: the file is never readable by others, not even briefly.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: theirs is the one
-        return path.read_text().strip(), False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
-    return value, True
 
 
 def _fingerprint(token: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sluice.home import DATABASE_URL_ENV, DatabaseService, Home
+from sluice.processes import LOOPBACK, free_port, pid_alive
 from tasks.db_urls import driver_url, expand_url
-
-LOOPBACK = "127.0.0.1"
 
 
 class ServiceError(RuntimeError):
@@ -43,15 +41,7 @@ class Service:
     log: str
 
     def healthy(self) -> bool:
-        return _pid_alive(self.pid) and http_ok(self.health_url)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
+        return pid_alive(self.pid) and http_ok(self.health_url)
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -60,21 +50,6 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
             return bool(200 <= response.status < 300)
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def free_port(preferred: int | None = None) -> int:
-    """`preferred` when nothing listens there, else a free port the OS picks."""
-    if preferred:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((LOOPBACK, preferred))
-                return preferred
-            except OSError:
-                pass
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
 
 
 def _state_path(home: Home, name: str) -> Path:
@@ -183,20 +158,20 @@ def stop_service(home: Home, name: str, *, grace: float = 15.0) -> bool:
         path.unlink()
         return False
     path.unlink()
-    if not _pid_alive(service.pid):
+    if not pid_alive(service.pid):
         return False
     try:
         os.killpg(service.pid, signal.SIGTERM)
     except OSError:
         os.kill(service.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _pid_alive(service.pid):
+    while time.monotonic() < deadline and pid_alive(service.pid):
         time.sleep(0.2)
         try:
             os.waitpid(service.pid, os.WNOHANG)
         except ChildProcessError:
             pass
-    if _pid_alive(service.pid):
+    if pid_alive(service.pid):
         os.killpg(service.pid, signal.SIGKILL)
     return True
 

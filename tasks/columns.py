@@ -24,6 +24,8 @@ SPLIT = f"{RESERVED_PREFIX}split"
 """train, val or test (temporal splits may add gap), set by the split stage."""
 FOLD = f"{RESERVED_PREFIX}fold"
 """Cross-validation fold of a train row (0..k-1), -1 outside train; only when `split.folds` is set."""
+SPLITS: tuple[str, str, str] = ("train", "val", "test")
+"""The values of the split column, in the order the splits are made and reported."""
 
 PROVENANCE = (SOURCE_FILE, SOURCE_ROW)
 ADDED = (ITEM_ID, *PROVENANCE, LABEL, SPLIT, FOLD)

@@ -56,7 +56,6 @@ class ConsensusConfig(BaseModel):
         ge=1,
         description="annotators compared on fewer items are not judged (their kappa is noise)",
     )
-    overlap: int = Field(default=3, ge=1, description="annotators per item")
     min_gold_accuracy: float = Field(
         default=0.7,
         ge=0.0,

@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from tasks.neardup import connected_groups, normalize_text, score_near_duplicates
+from tasks.columns import SPLITS
+from tasks.neardup import canonical_text, connected_groups, score_near_duplicates
 
-SPLITS: tuple[str, str, str] = ("train", "val", "test")
 Severity = Literal["hard", "soft", "info"]
 
 # Column names that usually hold identifiers, paths or free-form keys.
@@ -241,7 +241,7 @@ def _check_exact(frame: pd.DataFrame, split: npt.NDArray[Any], text_col: str | N
     name = "exact_duplicates"
     if text_col is None:
         return _skipped(name, "hard", "text_col")
-    norms = pd.Series([normalize_text(_text(v)) for v in frame[text_col]], dtype=object)
+    norms = pd.Series([canonical_text(_text(v)) for v in frame[text_col]], dtype=object)
     norms = norms.where(norms.str.len() > 0)
     spans = pd.DataFrame({"norm": norms.to_numpy(), "split": split}).dropna().groupby("norm")["split"].nunique()
     crossing = spans[spans > 1]
@@ -277,7 +277,7 @@ def _check_near(
     if threshold is None:
         return _skipped(name, "hard", "near_duplicates: minhash")
     texts = [_text(v) for v in frame[text_col]]
-    norms = np.array([normalize_text(t) for t in texts], dtype=object)
+    norms = np.array([canonical_text(t) for t in texts], dtype=object)
     pairs, jaccard = score_near_duplicates(texts, threshold=threshold)
     near = norms[pairs[:, 0]] != norms[pairs[:, 1]] if len(pairs) else np.zeros(0, dtype=bool)
     # Clusters joined through exact copies count too: a near duplicate of a train

@@ -43,7 +43,7 @@ _VERIFY_SYMBOLS = 4_000_000
 
 
 # -- normalisation and exact duplicates ----------------------------------------
-def normalize_text(text: str) -> str:
+def canonical_text(text: str) -> str:
     """NFC, casefold, drop punctuation, collapse whitespace: the form two copies share."""
     text = unicodedata.normalize("NFC", text).casefold()
     # Punctuation becomes a space, not nothing: "end.Start" must stay two words.
@@ -53,16 +53,16 @@ def normalize_text(text: str) -> str:
 
 def hash_text(text: str) -> str:
     """Content hash of the normalised text (hex blake2b, 16 bytes)."""
-    return hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.blake2b(canonical_text(text).encode("utf-8"), digest_size=16).hexdigest()
 
 
 def find_exact_duplicates(texts: Sequence[str]) -> npt.NDArray[np.int64]:
-    """Cluster id per text: texts equal after `normalize_text` share an id.
+    """Cluster id per text: texts equal after `canonical_text` share an id.
 
     Texts that normalise to "" (empty, only punctuation) carry no content that can
     leak, so each keeps its own id instead of forming one giant cluster.
     """
-    norms = [normalize_text(_as_text(t)) for t in texts]
+    norms = [canonical_text(_as_text(t)) for t in texts]
     return _exact_clusters(norms)
 
 
@@ -140,7 +140,7 @@ def score_near_duplicates(
     if k < 1:
         raise ValueError(f"k={k} must be at least 1")
 
-    norms = [normalize_text(_as_text(t)) for t in texts]
+    norms = [canonical_text(_as_text(t)) for t in texts]
     exact = _exact_clusters(norms)
     # Work on one representative per exact cluster; copies are linked to it at the end.
     _, rep_pos = np.unique(exact, return_index=True)

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.columns import FOLD, ITEM_ID, SPLIT
+from tasks.columns import FOLD, ITEM_ID, SPLIT, SPLITS
 from tasks.leakage import LeakageError, LeakageReport, leakage_report
 from tasks.quarantine import check_ids_conserved, concat_quarantine, quarantine_rows
 from tasks.split import GAP, HOLDOUT, SplitConfig, split_by_config, write_split_manifest
 
-SPLITS = ("train", "val", "test")
 STEP = "split"
 """The quarantine step of the split stage (copies of rows in other groups, rows joining two splits)."""
 

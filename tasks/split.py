@@ -1,7 +1,7 @@
 """Leakage-safe train/val/test splits, k folds, and a byte-stable split manifest.
 
 Before anything is split, rows that are the same item are merged into one group:
-the user's `group_col`, exact duplicates of the text (after `normalize_text`),
+the user's `group_col`, exact duplicates of the text (after `canonical_text`),
 near duplicates (MinHash/LSH or embeddings), image pHash neighbours and rows with
 equal rounded features, joined by union-find. A group is placed whole, so no
 duplicate or group ever sits on both sides of a split.
@@ -51,16 +51,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.columns import SPLITS
 from tasks.neardup import (
+    canonical_text,
     connected_groups,
     find_embedding_duplicates,
     find_image_duplicates,
     hash_rows,
-    normalize_text,
     score_near_duplicates,
 )
 
-SPLITS: tuple[str, str, str] = ("train", "val", "test")
 GAP = "gap"
 HOLDOUT = "holdout"
 # Codes of an earlier assignment: train 0, val 1, test 2, holdout 3, gap 4; -1 for a new row.
@@ -603,7 +603,7 @@ def _duplicate_edges(
             edges.append(pairs)
         else:
             # Exact duplicates after normalisation are merged whatever the near-duplicate mode.
-            edges.append(_equal_value_edges([normalize_text(t) or None for t in texts]))
+            edges.append(_equal_value_edges([canonical_text(t) or None for t in texts]))
     if near_duplicates == "embedding":
         if embedding_col is None:
             raise ValueError('near_duplicates="embedding" needs embedding_col (a column of vectors)')
@@ -667,7 +667,7 @@ def _copy_kinds(
     for c, o in zip(copies.tolist(), originals.tolist(), strict=True):
         if texts[c] == texts[o]:
             kinds.append("exact")
-        elif normalize_text(texts[c]) == normalize_text(texts[o]):
+        elif canonical_text(texts[c]) == canonical_text(texts[o]):
             kinds.append("normalised")
         else:
             kinds.append("near")

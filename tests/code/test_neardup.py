@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from tasks.neardup import (
+    canonical_text,
     cluster_near_duplicates,
     connected_groups,
     find_embedding_duplicates,
@@ -21,7 +22,6 @@ from tasks.neardup import (
     hash_image,
     hash_rows,
     hash_text,
-    normalize_text,
     score_near_duplicates,
 )
 
@@ -38,7 +38,7 @@ def _corpus(n: int, seed: int = 0, length: int = 25) -> list[str]:
 
 
 def _shingles(text: str, k: int = 5) -> set[str]:
-    norm = normalize_text(text)
+    norm = canonical_text(text)
     norm = norm if len(norm) >= k else norm.ljust(k)
     return {norm[i : i + k] for i in range(len(norm) - k + 1)}
 
@@ -60,7 +60,7 @@ def _jaccard(a: str, b: str) -> float:
     ],
 )
 def test_normalize_text_makes_copies_equal(raw: str, expected: str) -> None:
-    assert normalize_text(raw) == expected
+    assert canonical_text(raw) == expected
 
 
 def test_hash_text_ignores_case_punctuation_and_spacing() -> None:

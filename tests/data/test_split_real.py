@@ -17,7 +17,7 @@ import pytest
 from tasks.columns import SPLIT
 from tasks.demo_data import rotten_tomatoes_frame
 from tasks.leakage import leakage_report
-from tasks.neardup import normalize_text
+from tasks.neardup import canonical_text
 from tasks.partition import check_leakage, split_frame
 from tasks.split import SplitConfig, assign_splits
 
@@ -122,7 +122,7 @@ def test_planted_near_duplicates_leak_in_a_naive_split_but_not_here() -> None:
     originals = reviews.sample(n=400, random_state=0)
     copies = originals.assign(text=[_perturb(t, rng) for t in originals["text"]], copy_of=originals.index)
     df = pd.concat([reviews.assign(copy_of=reviews.index), copies], ignore_index=True)
-    assert (df["text"].map(normalize_text) != df["text"]).any()
+    assert (df["text"].map(canonical_text) != df["text"]).any()
 
     naive = _naive_split(df, seed=1)
     naive_report = leakage_report(df, naive, text_col="text")
@@ -193,7 +193,7 @@ def test_reposts_under_other_movies_are_quarantined_instead_of_joining_every_mov
     for name, ratio in zip(("train", "val", "test"), settings.ratios, strict=True):
         assert abs(shares[name] - ratio) <= 0.12, shares.to_dict()
     # No exact or normalised copy straddles splits, reposted or already in the corpus.
-    assert (split.groupby(kept["text"].map(normalize_text)).nunique() == 1).all()
+    assert (split.groupby(kept["text"].map(canonical_text)).nunique() == 1).all()
     edited = pairs[pairs["kind"] == "one word"]
     both = edited["original"].isin(kept.index) & edited["copy"].isin(kept.index)
     straddling = (split.reindex(edited["original"]).to_numpy() != split.reindex(edited["copy"]).to_numpy()) & both

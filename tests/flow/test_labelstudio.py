@@ -26,11 +26,11 @@ from sluice.labelstudio_server import (
     LabelStudioServerError,
     LabelStudioSettings,
     RunningServer,
-    _free_port,
     ensure_server,
     read_user_token,
     start_server,
 )
+from sluice.processes import free_port
 from tasks.annotations import load_export, parse_export
 from tasks.label_config import LabelConfig, build_review_config, load_label_config
 from tasks.simulate import DEMO_ANNOTATORS, build_annotation_payloads, simulate_annotations
@@ -90,7 +90,7 @@ def test_token_must_be_40_hex() -> None:
 
 # -- connection errors -----------------------------------------------------------------------
 def test_unreachable_server_fails_after_backoff() -> None:
-    url = f"http://127.0.0.1:{_free_port('127.0.0.1')}"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(LabelStudioUnreachableError) as err:
         LabelStudioClient.connect(url, "ab" * 20, tries=3, backoff_s=0.05)
