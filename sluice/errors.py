@@ -63,7 +63,7 @@ ERROR_KINDS: dict[str, Kind] = {
     "tasks.consensus:AgreementGateError": Kind.GATE,
     "sluice.labelstudio:LabelStudioError": Kind.SERVICE,
     "sluice.labelstudio:LabelStudioUnreachableError": Kind.SERVICE,
-    "sluice.labelstudio_server:LabelStudioServerError": Kind.SERVICE,
+    "sluice.labelstudio_settings:LabelStudioServerError": Kind.SERVICE,
     "sluice.tracking:TrackingError": Kind.SERVICE,
     "sluice.tracking:TrackingUnreachableError": Kind.SERVICE,
     "sluice.services:ServiceError": Kind.SERVICE,
@@ -144,7 +144,10 @@ def is_retryable(exc: BaseException) -> bool:
 
 def _service_hint(exc: BaseException) -> str | None:
     names = {name for link in _chain(exc) for name in _names(link)}
-    if any(name.startswith(("sluice.labelstudio:", "sluice.labelstudio_server:")) for name in names):
+    if any(
+        name.startswith(("sluice.labelstudio:", "sluice.labelstudio_server:", "sluice.labelstudio_settings:"))
+        for name in names
+    ):
         resume = (
             "then run the same command again: it resumes where this run stopped "
             "(items already in Label Studio are not imported twice)"
