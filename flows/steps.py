@@ -14,6 +14,7 @@ from prefect import get_client, get_run_logger, runtime, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from sluice import errors, fingerprint, tracking
+from sluice.checkpoints import checkpoint_folder, claim_checkpoints
 from sluice.config import PipelineConfig
 from sluice.home import Home
 from sluice.secrets import resolve_secret
@@ -26,7 +27,6 @@ from tasks import report as report_stage
 from tasks import train as train_stage
 from tasks import tune as tune_stage
 from tasks import validate as validate_stage
-from tasks.checkpoints import checkpoint_folder, claim_checkpoints
 from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
 from tasks.label_quality import Inputs, audit_test_metrics, flag_label_issues, oof_from_training

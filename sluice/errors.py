@@ -55,7 +55,7 @@ ERROR_KINDS: dict[str, Kind] = {
     "sluice.home:BackendError": Kind.INPUT,
     "tasks.db_urls:UrlError": Kind.INPUT,
     "tasks.sql_source:SqlSourceError": Kind.INPUT,
-    "tasks.checkpoints:CheckpointBusyError": Kind.INPUT,
+    "sluice.checkpoints:CheckpointBusyError": Kind.INPUT,
     "pydantic_core._pydantic_core:ValidationError": Kind.INPUT,
     "builtins:FileNotFoundError": Kind.INPUT,
     "tasks.validate:ExpectationGateError": Kind.GATE,

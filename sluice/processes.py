@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import socket
+
+import psutil
 
 LOOPBACK = "127.0.0.1"
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (one owned by another user counts as alive)."""
+    """Whether a process with this id runs (one owned by another user counts; a killed one not yet reaped not)."""
     if pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.AccessDenied:
         return True
-    return True
+    except psutil.Error:
+        return False
 
 
 def free_port(preferred: int | None = None, host: str = LOOPBACK) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.checkpoints import CheckpointBusyError, checkpoint_folder, claim_checkpoints
+from sluice.checkpoints import CheckpointBusyError, checkpoint_folder, claim_checkpoints
 from tasks.train import TrainConfig
 
 

@@ -15,8 +15,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
+from sluice.processes import pid_alive
 from tasks.train import CHECKPOINT_FILE, TrainConfig
 
 OWNER_FILE = "owner.json"
@@ -54,7 +53,7 @@ def claim_checkpoints(directory: Path, *, flow_run: str, pid: int | None = None)
     previous_run = None
     if previous is not None and previous.get("flow_run") != flow_run:
         same_host = previous.get("host") == host
-        if same_host and previous.get("pid") != pid and _running(int(str(previous.get("pid", 0)))):
+        if same_host and previous.get("pid") != pid and pid_alive(int(str(previous.get("pid", 0)))):
             raise CheckpointBusyError(
                 f"flow run {previous.get('flow_run')} (pid {previous.get('pid')}) is training the same inputs "
                 f"into {directory}: wait for it to finish, or stop it, then run again"
@@ -72,11 +71,3 @@ def _read_owner(path: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return owner if isinstance(owner, dict) else None
-
-
-def _running(pid: int) -> bool:
-    """Whether `pid` is a live process (a killed one its parent has not reaped yet is not)."""
-    try:
-        return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
