@@ -238,6 +238,17 @@ class PipelineConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _distributed_trains_once(self) -> PipelineConfig:
+        searching = self.tuning.method != "none" or self.tuning.cross_validate
+        if self.train.distributed is not None and searching:
+            what = f"tuning.method {self.tuning.method!r}" if self.tuning.method != "none" else "tuning.cross_validate"
+            raise ValueError(
+                f"{what} is set with train.distributed: tuning trials and cross-validation folds do not run under "
+                "DDP yet; remove train.distributed, or set tuning.method: none and tuning.cross_validate: false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _promotion_alpha_can_fail(self) -> PipelineConfig:
         floor = self.registry.promotion.alpha_threshold
         if floor is not None and floor <= self.consensus.alpha_threshold:

@@ -62,9 +62,33 @@ _RESUME_FREE_FIELDS = {
     "data_on_device",
     "device",
     "eval_batch_size",
+    # The global batch and the global row order do not depend on how many processes share them.
+    "distributed",
 }
 # On a GPU the loop reads losses back every this many batches (one sync), not after each batch.
 _FINITE_CHECK_EVERY = 32
+
+
+class DistributedConfig(BaseModel):
+    """`train.distributed`: DDP over N processes on this machine (`tasks/distributed.py`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nproc_per_node: int
+    # gloo on CPU, NCCL on CUDA; "auto" picks by the device.
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    # Seconds a collective (or the rendezvous) may wait for the other ranks before the run fails.
+    timeout_s: float = Field(300.0, gt=0.0)
+
+    @field_validator("nproc_per_node", mode="before")
+    @classmethod
+    def _at_least_one(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"train.distributed.nproc_per_node is {value!r}; it must be a whole number >= 1 (the processes "
+                "to train in; remove train.distributed to train in this process)"
+            )
+        return value
 
 
 class TrainConfig(BaseModel):
@@ -132,6 +156,8 @@ class TrainConfig(BaseModel):
     # batch. auto: on CUDA, when they take under a quarter of the free GPU memory and num_workers is 0.
     data_on_device: bool | Literal["auto"] = "auto"
     progress: bool | Literal["auto"] = "auto"
+    # None: one process, in the caller's. Set: DDP across nproc_per_node processes (tasks/distributed.py).
+    distributed: DistributedConfig | None = None
 
     @field_validator("pretrained_dir", mode="before")
     @classmethod
@@ -172,6 +198,18 @@ class TrainConfig(BaseModel):
             raise ValueError(f"word_ngrams {self.word_ngrams} must be (low, high) with 1 <= low <= high")
         if self.char_ngrams is not None and (self.char_ngrams[0] < 1 or self.char_ngrams[0] > self.char_ngrams[1]):
             raise ValueError(f"char_ngrams {self.char_ngrams} must be (low, high) with 1 <= low <= high, or None")
+        if self.distributed is not None:
+            nproc = self.distributed.nproc_per_node
+            if self.resolved_architecture == "transformer":
+                raise ValueError(
+                    "train.distributed does not support architecture 'transformer' yet; "
+                    "remove train.distributed or pick architecture 'hashed_bag'"
+                )
+            if self.batch_size < 2 * nproc:
+                raise ValueError(
+                    f"train.batch_size {self.batch_size} is the global batch; with train.distributed.nproc_per_node "
+                    f"{nproc} it must be at least {2 * nproc} (two rows a process)"
+                )
         return self
 
     @property
@@ -425,10 +463,11 @@ def encode_labels(series: pd.Series, classes: list[str], label_col: str) -> torc
     return torch.tensor([index[v] for v in values], dtype=torch.int64)
 
 
-def _batch_rows(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def _batch_rows(order: torch.Tensor, batch_size: int, min_rows: int = 2) -> list[torch.Tensor]:
     chunks = list(torch.split(order, batch_size))
     # A final batch of one row breaks BatchNorm in training mode; fold it into the previous batch.
-    if len(chunks) > 1 and len(chunks[-1]) == 1:
+    # Under DDP each rank takes a slice of every batch, so the last one needs two rows a rank.
+    if len(chunks) > 1 and len(chunks[-1]) < min_rows:
         chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
     return chunks
 
@@ -635,6 +674,17 @@ class _Training:
     scaler: torch.amp.GradScaler | None
     autocast: Callable[[], AbstractContextManager[Any]]
     l1_params: list[nn.Parameter] | None
+    # Under train.distributed: this process's rank, the world size, and the DDP wrapper that train steps
+    # run through (gradients averaged across ranks). `model` stays the bare module: checkpoints and the
+    # predictor never see DDP's "module." prefix.
+    rank: int = 0
+    world_size: int = 1
+    ddp: nn.Module | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (the only process without train.distributed): the one that evaluates, checkpoints and logs."""
+        return self.rank == 0
 
 
 @dataclass
@@ -662,10 +712,15 @@ def _set_up_training(
     text_col: str | None,
     feature_cols: list[str] | None,
     image_col: str | None,
+    device: torch.device | None = None,
 ) -> _Training:
-    """Seed, device, precision, encoders, data placement, loss, optimiser and scheduler, chosen once and logged."""
+    """Seed, device, precision, encoders, data placement, loss, optimiser and scheduler, chosen once and logged.
+
+    Args:
+        device: a DDP rank's own device (`cuda:<local rank>`); None chooses from `config.device`.
+    """
     set_seed(config.seed, config.deterministic)
-    device = choose_device(config.device)
+    device = device if device is not None else choose_device(config.device)
     precision, amp_dtype = choose_precision(device, config.precision)
 
     predictor = _make_predictor(
@@ -698,7 +753,8 @@ def _set_up_training(
         weight=None if weights is None else weights.to(device), label_smoothing=config.label_smoothing
     )
     optimizer = build_optimizer(model, config)
-    steps_per_epoch = len(_batch_rows(torch.arange(len(train)), config.batch_size))
+    world_size = config.distributed.nproc_per_node if config.distributed is not None else 1
+    steps_per_epoch = len(_batch_rows(torch.arange(len(train)), config.batch_size, min_rows=2 * world_size))
     autocast: Callable[[], AbstractContextManager[Any]] = (
         (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
     )
@@ -768,11 +824,19 @@ def _resume_from_checkpoint(path: Path, run: _Training, config: TrainConfig, fin
 
 
 def _train_epoch(run: _Training, config: TrainConfig, epoch: int, *, n_rows: int, show: bool) -> float:
-    """One pass over the training rows in a (seed, epoch)-shuffled order; returns the mean training loss."""
+    """One pass over the training rows in a (seed, epoch)-shuffled order; returns the mean training loss.
+
+    Under DDP every rank draws the same global order and batches and trains on its slice of each batch
+    (rows rank, rank + N, …): the global batch stays `batch_size`, every rank takes the same number of steps,
+    and DDP's mean of the ranks' mean losses is one process's mean loss when the slices are equal.
+    """
     run.model.train()
+    step_model = run.ddp if run.ddp is not None else run.model
     # Shuffling from (seed, epoch) alone: a resumed run sees the same order as an uninterrupted one.
     order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-    batches = _batch_rows(order.to(run.train_inputs.device), config.batch_size)
+    batches = _batch_rows(order.to(run.train_inputs.device), config.batch_size, min_rows=2 * run.world_size)
+    if run.world_size > 1:
+        batches = [rows[run.rank :: run.world_size] for rows in batches]
     n_batches = len(batches)
     # Batch losses stay on the device; reading each one back would sync the GPU every step.
     losses = torch.zeros(n_batches, device=run.device)
@@ -789,7 +853,7 @@ def _train_epoch(run: _Training, config: TrainConfig, epoch: int, *, n_rows: int
     for b, parts in enumerate(batch_bar, start=1):
         parts = tuple(t.to(run.device, non_blocking=run.pin) for t in parts)
         losses[b - 1] = train_step(
-            run.model,
+            step_model,
             parts[:-1],
             parts[-1],
             loss_fn=run.loss_fn,
@@ -807,7 +871,10 @@ def _train_epoch(run: _Training, config: TrainConfig, epoch: int, *, n_rows: int
         if not check_each_step and (b - checked >= _FINITE_CHECK_EVERY or b == n_batches):
             raise_if_diverged(losses[checked:b], first_batch=checked + 1, epoch=epoch, n_batches=n_batches)
             checked = b
-    return float((losses * sizes).sum()) / n_rows  # also waits for the GPU to finish
+    total = (losses * sizes).sum()
+    if run.world_size > 1:
+        torch.distributed.all_reduce(total)  # every rank's share of the epoch's summed loss
+    return float(total) / n_rows  # also waits for the GPU to finish
 
 
 def _record_epoch(run: _Training, progress: _Progress, config: TrainConfig, record: dict[str, float]) -> None:
@@ -859,7 +926,7 @@ def _run_epochs(
     on_epoch: Callable[[int, dict[str, float]], None] | None,
 ) -> None:
     """The epoch loop: train, evaluate on val, keep the best, checkpoint, report, stop early."""
-    show = _progress_enabled(config.progress)
+    show = _progress_enabled(config.progress) and run.is_main
     remaining = range(0) if progress.finished else range(progress.start_epoch, config.epochs + 1)
     epochs_bar = tqdm(remaining, desc="epochs", disable=not show, initial=progress.start_epoch - 1, total=config.epochs)
     for epoch in epochs_bar:
@@ -867,15 +934,7 @@ def _run_epochs(
         train_loss = _train_epoch(run, config, epoch, n_rows=n_rows, show=show)
         train_seconds = time.perf_counter() - started
         lr = run.optimizer.param_groups[0]["lr"]
-        metrics = _evaluate(
-            run.model,
-            run.val_inputs,
-            run.y_val,
-            device=run.device,
-            autocast=run.autocast(),
-            batch_size=config.eval_batch_size,
-            n_classes=n_classes,
-        )
+        metrics = _evaluate_on_main(run, config, n_classes)
         record = {
             "epoch": float(epoch),
             "train_loss": train_loss,
@@ -888,9 +947,9 @@ def _run_epochs(
         epochs_bar.set_postfix(
             train_loss=f"{record['train_loss']:.4f}", **{config.monitor: f"{record[config.monitor]:.4f}"}
         )
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and run.is_main:
             _save_checkpoint(checkpoint_path, _checkpoint(run, progress, config, epoch, fingerprint))
-        if on_epoch is not None:
+        if on_epoch is not None and run.is_main:
             on_epoch(epoch, dict(record))
         if progress.stopped_early:
             logger.info(
@@ -898,6 +957,30 @@ def _run_epochs(
             )
             break
     epochs_bar.close()
+
+
+def _evaluate_on_main(run: _Training, config: TrainConfig, n_classes: int) -> dict[str, float]:
+    """Validation metrics: rank 0 evaluates every val row and sends the numbers to the other ranks.
+
+    Every rank then keeps the same best epoch, steps a plateau scheduler alike and stops early together.
+    """
+    metrics: dict[str, float] | None = None
+    if run.is_main:
+        metrics = _evaluate(
+            run.model,
+            run.val_inputs,
+            run.y_val,
+            device=run.device,
+            autocast=run.autocast(),
+            batch_size=config.eval_batch_size,
+            n_classes=n_classes,
+        )
+    if run.world_size > 1:
+        box: list[dict[str, float] | None] = [metrics]
+        torch.distributed.broadcast_object_list(box, src=0)
+        metrics = box[0]
+    assert metrics is not None
+    return metrics
 
 
 def train_model(
@@ -920,19 +1003,29 @@ def train_model(
         checkpoint_dir: where `last.pt` is written after every epoch; if it already holds one from the
             same config and data, training resumes after its epoch (or returns at once if it had finished).
         on_epoch: called after each epoch (and its checkpoint) with the epoch number (from 1) and its
-            metrics. An exception raised there stops training; the checkpoint keeps the epoch.
+            metrics. An exception raised there stops training; the checkpoint keeps the epoch. Under
+            `config.distributed` it runs in rank 0's process, so it must be picklable (a module-level function).
 
     Raises:
         FloatingPointError: the loss diverged (NaN/inf), naming epoch and batch.
         ValueError: bad labels, columns, or a checkpoint from another config/data.
     """
-    if len(classes) < 2:
-        raise ValueError(f"classes {classes} must name at least two classes")
-    if len(train) == 0 or len(val) == 0:
-        raise ValueError(f"train ({len(train)} rows) and val ({len(val)} rows) must both be non-empty")
-    _require(train, [label_col])
-    _require(val, [label_col])
+    if config.distributed is not None:
+        from tasks.distributed import train_distributed  # the DDP launch: torch.distributed only when asked
 
+        return train_distributed(
+            train,
+            val,
+            label_col=label_col,
+            classes=classes,
+            config=config,
+            text_col=text_col,
+            feature_cols=feature_cols,
+            image_col=image_col,
+            checkpoint_dir=checkpoint_dir,
+            on_epoch=on_epoch,
+        )
+    _check_inputs(train, val, label_col=label_col, classes=classes)
     run = _set_up_training(
         train,
         val,
@@ -943,6 +1036,30 @@ def train_model(
         feature_cols=feature_cols,
         image_col=image_col,
     )
+    return _train_prepared(
+        run, config, n_rows=len(train), n_classes=len(classes), checkpoint_dir=checkpoint_dir, on_epoch=on_epoch
+    )
+
+
+def _check_inputs(train: pd.DataFrame, val: pd.DataFrame, *, label_col: str, classes: list[str]) -> None:
+    if len(classes) < 2:
+        raise ValueError(f"classes {classes} must name at least two classes")
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"train ({len(train)} rows) and val ({len(val)} rows) must both be non-empty")
+    _require(train, [label_col])
+    _require(val, [label_col])
+
+
+def _train_prepared(
+    run: _Training,
+    config: TrainConfig,
+    *,
+    n_rows: int,
+    n_classes: int,
+    checkpoint_dir: Path | None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
+    """Resume from `checkpoint_dir` when it holds a checkpoint of this run, run the epochs, and finish."""
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     fingerprint = _data_fingerprint(run) if checkpoint_path is not None else ""
     progress = _Progress()
@@ -952,13 +1069,13 @@ def train_model(
         run,
         progress,
         config,
-        n_rows=len(train),
-        n_classes=len(classes),
+        n_rows=n_rows,
+        n_classes=n_classes,
         checkpoint_path=checkpoint_path,
         fingerprint=fingerprint,
         on_epoch=on_epoch,
     )
-    return _finish_training(run, progress, n_rows=len(train), checkpoint_path=checkpoint_path)
+    return _finish_training(run, progress, n_rows=n_rows, checkpoint_path=checkpoint_path)
 
 
 def _finish_training(run: _Training, progress: _Progress, *, n_rows: int, checkpoint_path: Path | None) -> TrainResult:

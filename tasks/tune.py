@@ -55,6 +55,15 @@ def _apply(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
     return TrainConfig.model_validate({**base.model_dump(), **params})
 
 
+def _refuse_distributed(config: TrainConfig, what: str) -> None:
+    """Trials and folds train one after another in this process; DDP for each is not supported yet."""
+    if config.distributed is not None:
+        raise ValueError(
+            f"{what} do not support train.distributed yet (each would start its own DDP launch); "
+            "remove train.distributed for the search, or tune without it and then train with it"
+        )
+
+
 def _better(value: float, best: float | None, mode: str) -> bool:
     if np.isnan(value):
         return False
@@ -86,6 +95,7 @@ def grid_search(
         grid: TrainConfig field -> values to try, e.g. {"lr": [1e-3, 3e-3], "hidden": [[32], [64]]}.
         on_trial: called after each trial with its params and its best epoch's metrics.
     """
+    _refuse_distributed(base, "tuning trials (grid search)")
     if not grid or any(len(v) == 0 for v in grid.values()):
         raise ValueError(f"grid {grid} must map each field to a non-empty list of values")
     names = list(grid)
@@ -192,6 +202,7 @@ def optuna_search(
     """
     import optuna  # lazy: only searches need it
 
+    _refuse_distributed(base, "tuning trials (optuna search)")
     _check_search(base, search_space, n_trials)
     direction: Literal["minimize", "maximize"] = "minimize" if base.monitor_mode == "min" else "maximize"
     rows: list[dict[str, Any]] = []
@@ -284,6 +295,7 @@ def cross_validate(
     Args:
         folds: fold id per row, aligned with `df`'s index (e.g. from a grouped K-fold split).
     """
+    _refuse_distributed(config, "cross-validation folds")
     if not folds.index.equals(df.index):
         raise ValueError("folds must share df's index (one fold id per row); build it from df")
     if folds.isna().any():
