@@ -136,3 +136,17 @@ def test_a_rank_error_keeps_its_type_and_names_the_rank(tmp_path: Path) -> None:
 
     assert isinstance(error, FloatingPointError)
     assert str(error) == "train.distributed: rank 0 of 2 failed: training loss became nan at epoch 3"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none on this machine")
+def test_nccl_ranks_train_on_their_gpus(reviews: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path) -> None:
+    nproc = min(2, torch.cuda.device_count())  # one rank a GPU; a one-GPU machine runs a world of one
+    config = _config(device="cuda", precision="fp32", distributed={"nproc_per_node": nproc})
+
+    result = _train(reviews, config, checkpoint_dir=tmp_path)
+
+    assert result.device == "cuda:0"
+    assert [h["epoch"] for h in result.history] == [float(e) for e in range(1, _EPOCHS + 1)]
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    assert (result.predictor.predict(reviews[1]) == reviews[1]["label"].to_numpy()).mean() >= 0.9
