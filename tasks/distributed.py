@@ -281,8 +281,15 @@ def _train_rank(job: _RankJob, *, rank: int, local_rank: int, world_size: int) -
         timeout=timedelta(seconds=config.distributed.timeout_s),
         device_id=device if device.type == "cuda" else None,
     )
-    if rank != 0:
-        logging.getLogger("tasks").setLevel(logging.WARNING)  # only rank 0 logs the run
+    # Only rank 0 logs the run; a spawned worker has no handlers, so its lines go to the inherited stderr.
+    tasks_logger = logging.getLogger("tasks")
+    if rank == 0 and not tasks_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s rank 0 %(name)s: %(message)s"))
+        tasks_logger.addHandler(handler)
+        tasks_logger.setLevel(logging.INFO)
+    elif rank != 0:
+        tasks_logger.setLevel(logging.WARNING)
     run = train_stage._set_up_training(
         job.train,
         job.val,
