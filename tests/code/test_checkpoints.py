@@ -19,6 +19,8 @@ def test_the_folder_follows_the_inputs_and_the_chosen_config(tmp_path: Path) -> 
         tmp_path / "k1", base.model_copy(update={"lr": 0.1})
     )
     assert checkpoint_folder(tmp_path / "k1", base).parent != checkpoint_folder(tmp_path / "k2", base).parent
+    ddp = base.model_copy(update={"distributed": {"nproc_per_node": 2}})
+    assert checkpoint_folder(tmp_path / "k1", ddp) == checkpoint_folder(tmp_path / "k1", base)
 
 
 def test_a_live_run_holds_its_folder_and_a_gone_one_is_named(tmp_path: Path) -> None:
