@@ -41,15 +41,17 @@ def pytest_configure(config: pytest.Config) -> None:
 _LONG_FILES = (
     "tests/flow/test_postgres.py",
     "tests/flow/test_cli_errors.py",
+    "tests/flow/test_resume.py",
     "tests/flow/test_annotation.py",
     "tests/flow/test_deployments.py",
     "tests/flow/test_annotators.py",
     "tests/flow/test_registry.py",
     "tests/flow/test_cli_run.py",
-    "tests/flow/test_resume.py",
     "tests/flow/test_dask.py",
     "tests/flow/test_browser.py",
     "tests/flow/test_init_datasets.py",
+    "tests/code/test_distributed.py",
+    "tests/code/test_train.py",
 )
 
 
