@@ -263,6 +263,9 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         logger.info("annotation coverage %.1f%%: waiting for annotators, nothing trained", 100 * annotated.coverage)
         return summary | {"status": "waiting"}
 
+    if config.data_quality.datalab:
+        steps.report_data_quality(config, labelled.data, run_dir / "reports")
+
     # --- split + leakage gate (assigned items keep their split; the holdout stays frozen) -------------
     split, leakage = steps.split(config, where, labelled.data)
     assignment_path = steps.carry_assignment(config, split, steps.split_inputs(config, labelled.data))

@@ -19,7 +19,7 @@ from sluice.config import PipelineConfig
 from sluice.home import Home
 from sluice.secrets import resolve_secret
 from tasks import clean as clean_stage
-from tasks import demo_data, sql_source
+from tasks import data_quality, demo_data, sql_source
 from tasks import ingest as ingest_stage
 from tasks import labels as labels_stage
 from tasks import partition as split_stage
@@ -301,6 +301,19 @@ def find_label_issues(config: PipelineConfig, outcome: labels_stage.LabelOutcome
             f"labels.label_issues: {config.labels.label_issues}",
         )
     return result
+
+
+@task(name="data-quality")
+def report_data_quality(config: PipelineConfig, data: pd.DataFrame, reports: Path) -> data_quality.DataQualityReport:
+    """cleanlab Datalab on the labelled rows: a Prefect artifact, and files in the run's reports (MLflow artifacts)."""
+    report = data_quality.find_data_issues(
+        data, config.labels.classes, quality_inputs(config), config.data_quality, seed=config.split.seed
+    )
+    (reports / "data_quality.md").write_text(report.to_markdown())
+    if len(report.issues):
+        report.issues.to_csv(reports / "data_quality_issues.csv", index=False)
+    publish(f"{config.name}-data-quality", report.to_markdown(), "Data quality (cleanlab Datalab): top rows per issue")
+    return report
 
 
 @task(name="split", cache_key_fn=_key_split, **CACHED)
