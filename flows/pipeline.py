@@ -243,7 +243,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     annotated = annotate_items(config, where, gated, tracking_uri=tracking_uri) if use_annotation else None
 
     # --- labels ------------------------------------------------------------------------------------
-    labelled = steps.resolve_labels(config, gated, annotated.consensus_frame() if annotated else None)
+    labelled = steps.resolve_labels(config, gated, annotated.consensus_frame() if annotated else None, where)
 
     # --- account for every row, by item id (written now, so a run the split gate stops keeps it) --------
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]

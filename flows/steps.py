@@ -13,6 +13,7 @@ import pandas as pd
 from prefect import get_client, get_run_logger, runtime, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from flows import relabel
 from sluice import errors, fingerprint, tracking
 from sluice.checkpoints import checkpoint_folder, claim_checkpoints
 from sluice.config import PipelineConfig
@@ -267,11 +268,13 @@ def validate_clean(
 
 @task(name="labels")
 def resolve_labels(
-    config: PipelineConfig, data: pd.DataFrame, consensus: pd.DataFrame | None
+    config: PipelineConfig, data: pd.DataFrame, consensus: pd.DataFrame | None, home: Home
 ) -> labels_stage.LabelOutcome:
     if config.labels.source == "column":
         outcome = labels_stage.labels_from_column(data, config.labels)
-        if config.labels.label_issues != "off" and len(outcome.data):
+        if config.labels.label_issues == "relabel":
+            outcome = relabel_label_issues(config, home, outcome)
+        elif config.labels.label_issues != "off" and len(outcome.data):
             outcome = find_label_issues(config, outcome)
     else:
         outcome = labels_stage.labels_from_annotation(
@@ -283,8 +286,25 @@ def resolve_labels(
     return outcome
 
 
+def relabel_label_issues(
+    config: PipelineConfig, home: Home, outcome: labels_stage.LabelOutcome
+) -> labels_stage.LabelOutcome:
+    """Answers from the relabel project replace given labels; rows flagged now and unanswered go there and wait."""
+    client, project_id = relabel.open_relabel_project(config, home)
+    with client:
+        answered = labels_stage.apply_relabels(
+            outcome, relabel.fetch_relabels(client, project_id), config.labels.classes
+        )
+        result = find_label_issues(config, answered) if len(answered.data) else answered
+        sent = relabel.send_for_relabel(config, client, project_id, result)
+    get_run_logger().info(
+        "relabel project %s: %d rows relabelled, %d sent now", project_id, len(answered.relabelled), sent
+    )
+    return result
+
+
 def find_label_issues(config: PipelineConfig, outcome: labels_stage.LabelOutcome) -> labels_stage.LabelOutcome:
-    """cleanlab's label issues on out-of-fold probabilities of the pipeline's own model; report or exclude them."""
+    """cleanlab's label issues on out-of-fold probabilities of the pipeline's own model; report, exclude or relabel."""
     classes = config.labels.classes
     proba = oof_from_training(
         outcome.data, config=config.train, label_col=LABEL, classes=classes, inputs=quality_inputs(config)
@@ -292,7 +312,9 @@ def find_label_issues(config: PipelineConfig, outcome: labels_stage.LabelOutcome
     codes = pd.Index(classes).get_indexer(pd.Index(outcome.data[LABEL].astype(str)))
     flagged, confidence = flag_label_issues(codes, proba)
     suggested = [classes[i] for i in proba.argmax(axis=1)]
-    result = labels_stage.apply_label_issues(outcome, flagged, confidence, suggested, config.labels.label_issues)
+    result = labels_stage.apply_label_issues(
+        outcome, flagged, confidence, suggested, config.labels.label_issues, suggested_score=proba.max(axis=1)
+    )
     if len(result.issues):
         create_table_artifact(
             key=artifact_key(config.name, "label-issues"),
