@@ -150,7 +150,10 @@ def find_data_issues(
     )
     given = pd.DataFrame({"label": np.asarray(classes, dtype=object)[codes]})
     lab = Datalab(data=given, label_name="label", verbosity=0)
-    lab.find_issues(features=features, pred_probs=pred_probs, issue_types={k: {} for k in ISSUE_TYPES})
+    # n_jobs=1: cleanlab's label check forks a pool otherwise, which can deadlock under Prefect's threads.
+    single = {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}}
+    issue_types: dict[str, Any] = {k: single if k == "label" else {} for k in ISSUE_TYPES}
+    lab.find_issues(features=features, pred_probs=pred_probs, issue_types=issue_types)
     summary = lab.get_issue_summary()
     summary = summary[summary["issue_type"].isin(ISSUE_TYPES)].reset_index(drop=True)
     ids = data[ITEM_ID].astype(str).to_numpy()

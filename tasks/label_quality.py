@@ -236,7 +236,8 @@ def flag_label_issues(
     y = np.asarray(labels, dtype=np.int64)
     if len(y) == 0 or len(np.unique(y)) < 2:
         return np.zeros(len(y), dtype=bool), np.ones(len(y))
-    mask = find_label_issues(y, pred_probs)
+    # n_jobs=1: cleanlab's pool forks, and a fork of a process running Prefect's threads can deadlock.
+    mask = find_label_issues(y, pred_probs, n_jobs=1)
     return np.asarray(mask, dtype=bool), pred_probs[np.arange(len(y)), y]
 
 
