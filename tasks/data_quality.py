@@ -116,13 +116,13 @@ def _top_rows(
 
 
 def _notes(lab: Any) -> dict[str, str]:
+    """What Datalab's info adds per kind: the rarest class (flagged below a tenth of an even share), the p-value."""
     imbalance = lab.get_info("class_imbalance")
     non_iid = lab.get_info("non_iid")
     rarest = imbalance.get("Rarest Class")
+    even = "no class below a tenth of an even share"
     return {
-        "class_imbalance": f"rarest class: {rarest}"
-        if rarest not in (None, "NA")
-        else "no class under 10 % of its share",
+        "class_imbalance": f"rarest class: {rarest}" if rarest not in (None, "NA") else even,
         "non_iid": f"p-value {float(non_iid.get('p-value', float('nan'))):.3g} (row order vs neighbours)",
     }
 
