@@ -243,7 +243,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     annotated = annotate_items(config, where, gated, tracking_uri=tracking_uri) if use_annotation else None
 
     # --- labels ------------------------------------------------------------------------------------
-    labelled = steps.resolve_labels(config, gated, annotated.consensus_frame() if annotated else None)
+    labelled = steps.resolve_labels(config, gated, annotated.consensus_frame() if annotated else None, where)
 
     # --- account for every row, by item id (written now, so a run the split gate stops keeps it) --------
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
@@ -262,6 +262,9 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     if annotated is not None and annotated.status == "waiting":
         logger.info("annotation coverage %.1f%%: waiting for annotators, nothing trained", 100 * annotated.coverage)
         return summary | {"status": "waiting"}
+
+    if config.data_quality.datalab:
+        steps.report_data_quality(config, labelled.data, run_dir / "reports")
 
     # --- split + leakage gate (assigned items keep their split; the holdout stays frozen) -------------
     split, leakage = steps.split(config, where, labelled.data)

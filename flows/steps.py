@@ -13,13 +13,14 @@ import pandas as pd
 from prefect import get_client, get_run_logger, runtime, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from flows import relabel
 from sluice import errors, fingerprint, tracking
 from sluice.checkpoints import checkpoint_folder, claim_checkpoints
 from sluice.config import PipelineConfig
 from sluice.home import Home
 from sluice.secrets import resolve_secret
 from tasks import clean as clean_stage
-from tasks import demo_data, sql_source
+from tasks import data_quality, demo_data, sql_source
 from tasks import ingest as ingest_stage
 from tasks import labels as labels_stage
 from tasks import partition as split_stage
@@ -267,11 +268,13 @@ def validate_clean(
 
 @task(name="labels")
 def resolve_labels(
-    config: PipelineConfig, data: pd.DataFrame, consensus: pd.DataFrame | None
+    config: PipelineConfig, data: pd.DataFrame, consensus: pd.DataFrame | None, home: Home
 ) -> labels_stage.LabelOutcome:
     if config.labels.source == "column":
         outcome = labels_stage.labels_from_column(data, config.labels)
-        if config.labels.label_issues != "off" and len(outcome.data):
+        if config.labels.label_issues == "relabel":
+            outcome = relabel_label_issues(config, home, outcome)
+        elif config.labels.label_issues != "off" and len(outcome.data):
             outcome = find_label_issues(config, outcome)
     else:
         outcome = labels_stage.labels_from_annotation(
@@ -283,8 +286,25 @@ def resolve_labels(
     return outcome
 
 
+def relabel_label_issues(
+    config: PipelineConfig, home: Home, outcome: labels_stage.LabelOutcome
+) -> labels_stage.LabelOutcome:
+    """Answers from the relabel project replace given labels; rows flagged now and unanswered go there and wait."""
+    client, project_id = relabel.open_relabel_project(config, home)
+    with client:
+        answered = labels_stage.apply_relabels(
+            outcome, relabel.fetch_relabels(client, project_id), config.labels.classes
+        )
+        result = find_label_issues(config, answered) if len(answered.data) else answered
+        sent = relabel.send_for_relabel(config, client, project_id, result)
+    get_run_logger().info(
+        "relabel project %s: %d rows relabelled, %d sent now", project_id, len(answered.relabelled), sent
+    )
+    return result
+
+
 def find_label_issues(config: PipelineConfig, outcome: labels_stage.LabelOutcome) -> labels_stage.LabelOutcome:
-    """cleanlab's label issues on out-of-fold probabilities of the pipeline's own model; report or exclude them."""
+    """cleanlab's label issues on out-of-fold probabilities of the pipeline's own model; report, exclude or relabel."""
     classes = config.labels.classes
     proba = oof_from_training(
         outcome.data, config=config.train, label_col=LABEL, classes=classes, inputs=quality_inputs(config)
@@ -292,7 +312,9 @@ def find_label_issues(config: PipelineConfig, outcome: labels_stage.LabelOutcome
     codes = pd.Index(classes).get_indexer(pd.Index(outcome.data[LABEL].astype(str)))
     flagged, confidence = flag_label_issues(codes, proba)
     suggested = [classes[i] for i in proba.argmax(axis=1)]
-    result = labels_stage.apply_label_issues(outcome, flagged, confidence, suggested, config.labels.label_issues)
+    result = labels_stage.apply_label_issues(
+        outcome, flagged, confidence, suggested, config.labels.label_issues, suggested_score=proba.max(axis=1)
+    )
     if len(result.issues):
         create_table_artifact(
             key=artifact_key(config.name, "label-issues"),
@@ -301,6 +323,19 @@ def find_label_issues(config: PipelineConfig, outcome: labels_stage.LabelOutcome
             f"labels.label_issues: {config.labels.label_issues}",
         )
     return result
+
+
+@task(name="data-quality")
+def report_data_quality(config: PipelineConfig, data: pd.DataFrame, reports: Path) -> data_quality.DataQualityReport:
+    """cleanlab Datalab on the labelled rows: a Prefect artifact, and files in the run's reports (MLflow artifacts)."""
+    report = data_quality.find_data_issues(
+        data, config.labels.classes, quality_inputs(config), config.data_quality, seed=config.split.seed
+    )
+    (reports / "data_quality.md").write_text(report.to_markdown())
+    if len(report.issues):
+        report.issues.to_csv(reports / "data_quality_issues.csv", index=False)
+    publish(f"{config.name}-data-quality", report.to_markdown(), "Data quality (cleanlab Datalab): top rows per issue")
+    return report
 
 
 @task(name="split", cache_key_fn=_key_split, **CACHED)

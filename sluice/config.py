@@ -21,6 +21,7 @@ from tasks.annotations import AnnotationConfig
 from tasks.clean import CleanConfig
 from tasks.columns import LABEL
 from tasks.consensus import ConsensusConfig
+from tasks.data_quality import DataQualityConfig
 from tasks.db_urls import check_no_password
 from tasks.demo_data import DATASETS
 from tasks.ingest import SourceConfig
@@ -213,6 +214,7 @@ class PipelineConfig(BaseModel):
     annotation: AnnotationConfig | None = None
     labelstudio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
+    data_quality: DataQualityConfig = Field(default_factory=DataQualityConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)

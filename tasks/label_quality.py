@@ -10,7 +10,7 @@ likely label errors in data that arrives labelled (`find_label_issues`).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,8 @@ def build_quick_model(inputs: Inputs, seed: int = 0) -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
 
 
-def _model_input(frame: pd.DataFrame, inputs: Inputs) -> Any:
+def model_input(frame: pd.DataFrame, inputs: Inputs) -> Any:
+    """What the quick model reads: the texts, or the feature columns one-hot encoded with medians for gaps."""
     if inputs.text_col:
         return frame[inputs.text_col].fillna("").astype(str).to_numpy()
     if not inputs.feature_cols:
@@ -72,10 +73,10 @@ def _model_input(frame: pd.DataFrame, inputs: Inputs) -> Any:
     return features.fillna(features.median(numeric_only=True)).fillna(0.0).to_numpy()
 
 
-def _fit_proba(model: Pipeline, x_fit: Any, y_fit: IntArray, x_new: Any, n_classes: int) -> FloatArray:
+def _fit_proba(model: Any, x_fit: Any, y_fit: IntArray, x_new: Any, n_classes: int) -> FloatArray:
     """Probabilities over all classes, also when the fold's training part lacks a class."""
     model.fit(x_fit, y_fit)
-    out = np.zeros((len(x_new), n_classes))
+    out = np.zeros((x_new.shape[0], n_classes))
     out[:, model.classes_] = model.predict_proba(x_new)
     return out
 
@@ -88,11 +89,14 @@ def predict_oof(
     *,
     folds: int = 5,
     seed: int = 0,
+    x: Any = None,
+    make_model: Callable[[], Any] | None = None,
 ) -> FloatArray:
     """Out-of-fold class probabilities (rows x classes) of the quick model, folds grouped by `inputs.group_col`.
 
     Fewer folds are used when a class or the groups are too few; with fewer than two of either,
-    the class shares stand in for the model (every item then scores alike).
+    the class shares stand in for the model (every item then scores alike). `x` and `make_model`
+    replace the model's input and the model when a caller has built the features already.
     """
     y = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(y, minlength=n_classes)
@@ -103,7 +107,7 @@ def predict_oof(
     prior = (counts + 1.0) / (counts.sum() + n_classes)
     if k < 2:
         return np.tile(prior, (len(y), 1))
-    x = _model_input(frame, inputs)
+    x = model_input(frame, inputs) if x is None else x
     splitter = (
         StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         if groups is not None
@@ -111,9 +115,8 @@ def predict_oof(
     )
     proba = np.zeros((len(y), n_classes))
     for fit_rows, held_rows in splitter.split(np.zeros(len(y)), y, groups):
-        proba[held_rows] = _fit_proba(
-            build_quick_model(inputs, seed), x[fit_rows], y[fit_rows], x[held_rows], n_classes
-        )
+        model = make_model() if make_model else build_quick_model(inputs, seed)
+        proba[held_rows] = _fit_proba(model, x[fit_rows], y[fit_rows], x[held_rows], n_classes)
     return proba
 
 
@@ -127,7 +130,7 @@ def predict_new(
     if len(np.unique(y)) < 2:
         counts = np.bincount(y, minlength=n_classes)
         return np.tile((counts + 1.0) / (counts.sum() + n_classes), (len(new), 1))
-    return _fit_proba(build_quick_model(inputs), _model_input(frame, inputs), y, _model_input(new, inputs), n_classes)
+    return _fit_proba(build_quick_model(inputs), model_input(frame, inputs), y, model_input(new, inputs), n_classes)
 
 
 def annotation_matrix(
@@ -233,7 +236,8 @@ def flag_label_issues(
     y = np.asarray(labels, dtype=np.int64)
     if len(y) == 0 or len(np.unique(y)) < 2:
         return np.zeros(len(y), dtype=bool), np.ones(len(y))
-    mask = find_label_issues(y, pred_probs)
+    # n_jobs=1: cleanlab's pool forks, and a fork of a process running Prefect's threads can deadlock.
+    mask = find_label_issues(y, pred_probs, n_jobs=1)
     return np.asarray(mask, dtype=bool), pred_probs[np.arange(len(y)), y]
 
 

@@ -32,9 +32,11 @@ class LabelsConfig(BaseModel):
     column: str | None = None
     """The source column holding labels (source: column)."""
     classes: list[str] = Field(min_length=2)
-    label_issues: Literal["off", "report", "exclude"] = "off"
+    label_issues: Literal["off", "report", "exclude", "relabel"] = "off"
     """Labels that arrive in a column, checked by cleanlab's find_label_issues on out-of-fold probabilities:
-    report the flagged rows, or exclude them (quarantined, step label_issues, with their score)."""
+    report the flagged rows, exclude them (quarantined, step label_issues, with their score), or relabel
+    them (sent to the Label Studio project `<name>-relabel`; they await its answer, which replaces the
+    given label on the next run)."""
 
     @model_validator(mode="after")
     def _column_given(self) -> LabelsConfig:
@@ -60,6 +62,8 @@ class LabelOutcome:
     rows_in: int
     issues: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Rows cleanlab flags as likely mislabelled: item_id, given label, suggested label, self-confidence."""
+    relabelled: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Rows whose label a person gave in the relabel project (labels.label_issues: relabel): item_id, reviewer."""
 
     def distribution(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self.data[LABEL].value_counts().sort_index().items()}
@@ -74,6 +78,9 @@ class LabelOutcome:
         ]
         if len(self.issues):
             lines.append(f"- likely label errors (cleanlab find_label_issues): **{len(self.issues)}**")
+        if "awaiting_relabel" in self.issues:
+            waiting = int(self.issues["awaiting_relabel"].sum())
+            lines.append(f"- awaiting relabel in Label Studio: **{waiting}**; relabelled: **{len(self.relabelled)}**")
         counts = summarise_quarantine(self.quarantine)
         if not counts.empty:
             lines += ["", "| reason | rows |", "|---|---|"]
@@ -134,11 +141,13 @@ def apply_label_issues(
     confidence: npt.NDArray[np.float64],
     suggested: Sequence[str],
     action: str,
+    suggested_score: npt.NDArray[np.float64] | None = None,
 ) -> LabelOutcome:
     """Record the rows cleanlab flags (aligned with `outcome.data`); `exclude` quarantines them with reason and score.
 
     Flagged rows are never silently dropped: reported, they stay in training; excluded, they are
-    quarantined at step label_issues, and the row account by item id is checked again.
+    quarantined at step label_issues; relabel, they await a person's answer (unless they have one);
+    the row account by item id is checked again.
     """
     data = outcome.data
     issues = pd.DataFrame(
@@ -149,6 +158,10 @@ def apply_label_issues(
             "self_confidence": np.round(confidence[flagged], 4),
         }
     )
+    if suggested_score is not None:
+        issues["suggested_score"] = np.round(suggested_score[flagged], 4)
+    if action == "relabel":
+        return _await_relabel(outcome, flagged, issues)
     if action != "exclude" or not flagged.any():
         ranked = issues.sort_values("self_confidence", kind="stable")
         return LabelOutcome(outcome.data, outcome.quarantine, outcome.awaiting, outcome.source, outcome.rows_in, ranked)
@@ -170,3 +183,57 @@ def apply_label_issues(
     )
     ranked = issues.sort_values("self_confidence", kind="stable")
     return LabelOutcome(kept, quarantine, outcome.awaiting, outcome.source, outcome.rows_in, ranked)
+
+
+def apply_relabels(outcome: LabelOutcome, decisions: pd.DataFrame, classes: list[str]) -> LabelOutcome:
+    """Replace given labels with the relabel project's answers (item_id, label, reviewer): a person's answer wins.
+
+    An answer outside the classes is quarantined like any label outside them; the rows stay accounted for.
+    """
+    data = outcome.data
+    latest = decisions.assign(**{ITEM_ID: decisions[ITEM_ID].astype(str)}).drop_duplicates(ITEM_ID, keep="last")
+    by_id = latest.set_index(ITEM_ID)
+    ids = data[ITEM_ID].astype(str)
+    answered = ids.isin(by_id.index).to_numpy()
+    answer = ids.map(by_id["label"].astype(str))
+    outside = answered & ~answer.isin(classes).to_numpy()
+    quarantine = quarantine_rows(
+        data[outside],
+        step="labels",
+        reason=[
+            f'relabel answer "{v}" is not one of the classes {", ".join(classes)}; answer the task again '
+            "in the relabel project"
+            for v in answer[outside]
+        ],
+    )
+    good = answered & ~outside
+    relabelled = data[good].assign(**{LABEL: answer[good].to_numpy()})
+    kept = pd.concat([data[~answered], relabelled]).sort_index().reset_index(drop=True)
+    check_ids_conserved(data[ITEM_ID], stage="relabel", labelled=kept[ITEM_ID], quarantined=quarantine[ITEM_ID])
+    return LabelOutcome(
+        kept,
+        pd.concat([outcome.quarantine, quarantine], ignore_index=True),
+        outcome.awaiting,
+        outcome.source,
+        outcome.rows_in,
+        outcome.issues,
+        relabelled=pd.DataFrame(
+            {ITEM_ID: ids[good].to_numpy(), "reviewer": ids[good].map(by_id["reviewer"].astype(str)).to_numpy()}
+        ),
+    )
+
+
+def _await_relabel(outcome: LabelOutcome, flagged: npt.NDArray[np.bool_], issues: pd.DataFrame) -> LabelOutcome:
+    """Flagged rows nobody has relabelled yet wait for the relabel project; a person's answer is trained on."""
+    data = outcome.data
+    answered = data[ITEM_ID].astype(str).isin(outcome.relabelled.get(ITEM_ID, pd.Series(dtype=str))).to_numpy()
+    waiting = flagged & ~answered
+    kept = data[~waiting].reset_index(drop=True)
+    awaiting = pd.concat([outcome.awaiting, data[waiting].drop(columns=[LABEL])], ignore_index=True)
+    check_ids_conserved(
+        data[ITEM_ID], stage="label_issues", labelled=kept[ITEM_ID], awaiting=data.loc[waiting, ITEM_ID]
+    )
+    ranked = issues.assign(awaiting_relabel=waiting[flagged]).sort_values("self_confidence", kind="stable")
+    return LabelOutcome(
+        kept, outcome.quarantine, awaiting, outcome.source, outcome.rows_in, ranked, relabelled=outcome.relabelled
+    )

@@ -161,3 +161,52 @@ def test_excluded_label_issues_are_quarantined_with_their_score_and_every_row_is
     assert result.quarantine["reason"].str.contains(r"probability 0\.\d{3} and suggests").all()
     reported = apply_label_issues(outcome, flagged, confidence, suggested, "report")
     assert len(reported.data) == len(frame) and len(reported.issues) == flagged.sum()
+
+
+def test_oof_from_training_scores_every_row_with_the_pipelines_model_trained_without_it() -> None:
+    from tasks.label_quality import oof_from_training
+    from tasks.train import TrainConfig
+
+    x, y = make_classification(n_samples=240, n_features=6, n_informative=4, class_sep=1.5, random_state=4)
+    rng = np.random.default_rng(4)
+    flipped = rng.choice(len(y), 12, replace=False)
+    kept = np.setdiff1d(np.arange(len(y)), flipped)
+    y[flipped] = 1 - y[flipped]
+    names = ["negative", "positive"]
+    # 48 groups of 5 rows sharing a group id: a group never scores itself
+    frame = pd.DataFrame(x, columns=[f"x{k}" for k in range(6)]).assign(
+        sluice_label=np.asarray(names)[y], batch=np.repeat(np.arange(48), 5)
+    )
+    config = TrainConfig(
+        task="tabular", architecture="mlp", hidden=[16], epochs=60, patience=3, batch_size=32, lr=0.01, seed=0
+    )
+    inputs = Inputs(feature_cols=tuple(f"x{k}" for k in range(6)), group_col="batch")
+
+    proba = oof_from_training(
+        frame, config=config, label_col="sluice_label", classes=names, inputs=inputs, folds=3, max_epochs=6
+    )
+
+    assert proba.shape == (240, 2) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    # out of fold: the flipped rows' given labels look unlikely, since no model saw them labelled so
+    assert proba[flipped, y[flipped]].mean() < 0.5 < proba[kept, y[kept]].mean()
+    mask, _ = flag_label_issues(y, proba)
+    assert mask[flipped].mean() >= 0.4 and mask[flipped].sum() >= 0.2 * mask.sum()
+
+
+def test_relabel_answers_replace_given_labels_and_an_answer_outside_the_classes_is_quarantined() -> None:
+    from tasks.columns import ITEM_ID, LABEL
+    from tasks.labels import LabelsConfig, apply_label_issues, apply_relabels, labels_from_column
+
+    frame = pd.DataFrame({ITEM_ID: ["a", "b", "c", "d"], "target": ["fresh", "fresh", "rotten", "rotten"]})
+    config = LabelsConfig(source="column", column="target", classes=CLASSES, label_issues="relabel")
+    answers = pd.DataFrame({ITEM_ID: ["a", "b"], "label": ["rotten", "meh"], "reviewer": ["ana", "ana"]})
+
+    outcome = apply_relabels(labels_from_column(frame, config), answers, CLASSES)
+    assert outcome.data.set_index(ITEM_ID)[LABEL].to_dict() == {"a": "rotten", "c": "rotten", "d": "rotten"}
+    assert outcome.quarantine[ITEM_ID].tolist() == ["b"] and "meh" in outcome.quarantine["reason"].iloc[0]
+    # flagged now: "a" has a person's answer and is trained on; "d" waits for one
+    flagged = np.array([True, False, True])
+    result = apply_label_issues(outcome, flagged, np.array([0.1, 0.9, 0.2]), ["fresh", "rotten", "fresh"], "relabel")
+    assert result.data[ITEM_ID].tolist() == ["a", "c"] and result.awaiting[ITEM_ID].tolist() == ["d"]
+    assert result.issues.set_index(ITEM_ID)["awaiting_relabel"].to_dict() == {"a": False, "d": True}
+    assert len(result.data) + len(result.awaiting) + len(result.quarantine) == len(frame)

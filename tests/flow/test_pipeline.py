@@ -53,6 +53,10 @@ def test_pipeline_registers_a_version_with_lineage(
     assert [a.path for a in client.list_artifacts(version.run_id, "onnx")] == ["onnx/model.onnx"]
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "reports")}
     assert {"reports/model_card.md", "reports/leakage_report.json", "reports/expectations.json"} <= artifacts
+    # the Datalab data-quality report of the labelled rows travels with the run
+    assert {"reports/data_quality.md", "reports/data_quality_issues.csv"} <= artifacts
+    report = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="reports/data_quality.md"))
+    assert "| near_duplicate |" in report.read_text() and "| label |" in report.read_text()
 
     # a plain MLflow client in a fresh process serves the model from raw text
     predictions = serve_in_fresh_process(
