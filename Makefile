@@ -13,8 +13,7 @@ LS_STAMP   := $(LS_VENV)/.sluice-installed
 CHROMIUM   ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist, whole files per process): most test time waits on servers and subprocesses,
-# so three processes keep two cores busy. TEST_WORKERS=0 runs everything in one process. Files go out in
-# collection order (tests/conftest.py puts the longest first), not reordered by their number of tests.
+# so three processes keep two cores busy. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 3
 
 .PHONY: demo test install labelstudio browser postgres system lint format ui serve stop clean-home bench
@@ -26,7 +25,7 @@ demo: install labelstudio
 # as the project's own venv is there.
 test:
 	@$(MAKE) --no-print-directory -j3 --output-sync=target lint labelstudio system
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 system:
 	@$(MAKE) --no-print-directory browser
