@@ -15,7 +15,8 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,9 @@ _MARKER_PREFIX = "sluice-project:"
 _TASK_PAGE_SIZE = 2000  # measured: 10k tasks listed in ~3 s at 2000/page, the SDK pager takes ~25 s
 _RESULT_TYPES = {"Choices": "choices", "Labels": "labels"}
 REVIEW_MODEL_VERSION = "annotator-votes"
+# Requests in flight for per-task updates (measured in bench/labelstudio_overlap.py: ~4x one at a time; more
+# than four gains nothing on a 2-core server and queues behind SQLite's one writer).
+_PARALLEL_REQUESTS = 4
 
 
 class LabelStudioError(RuntimeError):
@@ -483,8 +487,12 @@ class LabelStudioClient:
         recomputes it). A task's overlap survives later imports, but changing the project's
         `maximum_annotations` resets every task above 1 (so callers set it again each sync).
         """
-        for task_id, overlap in task_overlaps.items():
-            self._raw("PATCH", f"/api/tasks/{task_id}", json_body={"overlap": int(overlap), "is_labeled": False})
+        # `?review=true` has Label Studio evaluate only two fields of the task it returns: the default
+        # evaluates every Data Manager field and costs several times as much per PATCH (bench/labelstudio_overlap.py).
+        self._raw_each(
+            ("PATCH", f"/api/tasks/{task_id}/", {"review": "true"}, {"overlap": int(overlap), "is_labeled": False})
+            for task_id, overlap in task_overlaps.items()
+        )
         return len(task_overlaps)
 
     def add_annotations(self, task_annotations: Mapping[int, Sequence[Mapping[str, Any]]]) -> int:
@@ -492,12 +500,13 @@ class LabelStudioClient:
 
         For the demo annotators' later rounds (their first answers travel inline with the import).
         """
-        added = 0
-        for task_id, payloads in task_annotations.items():
-            for payload in payloads:
-                self._raw("POST", f"/api/tasks/{task_id}/annotations/", json_body=dict(payload), ok_statuses=(200, 201))
-                added += 1
-        return added
+        requests = [
+            ("POST", f"/api/tasks/{task_id}/annotations/", None, dict(payload))
+            for task_id, payloads in task_annotations.items()
+            for payload in payloads
+        ]
+        self._raw_each(requests)
+        return len(requests)
 
     # -- export ---------------------------------------------------------------
     def export_snapshot(self, project_id: int, dest_dir: Path, *, timeout_s: float = 600.0) -> tuple[Path, str]:
@@ -690,6 +699,21 @@ class LabelStudioClient:
                 body = response.text[:500]
             raise self._api_error(response.status_code, body)
         return response
+
+    def _raw_each(self, requests: Iterable[tuple[str, str, Mapping[str, Any] | None, Any]]) -> None:
+        """Send independent requests (method, path, params, JSON body) `_PARALLEL_REQUESTS` at a time.
+
+        Each task's PATCH or annotation POST is its own transaction on the server, which answers one
+        request per worker thread: four in flight keep it busy where one at a time waits on every round
+        trip. The first error is raised once the requests already sent have finished.
+        """
+        with ThreadPoolExecutor(max_workers=_PARALLEL_REQUESTS) as pool:
+            futures = [
+                pool.submit(self._raw, method, path, params=params, json_body=body)
+                for method, path, params, body in requests
+            ]
+        for future in futures:
+            future.result()
 
     def _api_error(self, status: int | None, body: Any) -> LabelStudioError:
         if status in (401, 403):

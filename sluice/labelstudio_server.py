@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,8 @@ def start_server(settings: LabelStudioSettings, home: Home, *, template: Path | 
     try:
         _wait_healthy(server, process, settings.start_timeout_s)
         _check_token(url, token, data_dir)
+        if home.database_url("labelstudio") is None:
+            _use_wal(data_dir / _DB_FILE)
         if stale_password:
             set_user_password(settings, home, settings.username, settings.resolve_password(home))
     except BaseException:
@@ -433,6 +436,21 @@ def _wait_healthy(server: RunningServer, process: subprocess.Popen[bytes], timeo
         f"migrations, ~85 s on 2 cores; raise start_timeout_s if the machine is busy); "
         f"see the log at {server.log_path}:\n{_log_tail(server.log_path)}"
     )
+
+
+def _use_wal(db: Path) -> None:
+    """Switch Label Studio's SQLite database to write-ahead logging (kept in the file, so once is enough).
+
+    In SQLite's default rollback journal a writer blocks every reader, so the parallel per-task requests
+    of an ActiveLab round (`LabelStudioClient.reopen_tasks`, `add_annotations`) and an annotator's page
+    loads wait on each other; in WAL mode readers go on beside the one writer. A database that is busy
+    right now keeps its mode: this is a speed-up, never a reason to fail a start.
+    """
+    try:
+        with closing(sqlite3.connect(db, timeout=5.0)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass
 
 
 def _check_token(url: str, token: str, data_dir: Path) -> None:

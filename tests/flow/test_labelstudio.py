@@ -235,6 +235,51 @@ def test_stream_serves_each_task_to_three_distinct_annotators(
     assert labelstudio_client.progress(project_id).labelled == 8
 
 
+@pytest.mark.labelstudio
+def test_raised_overlaps_reach_a_new_annotator_through_the_stream(
+    labelstudio_server: RunningServer, labelstudio_client: LabelStudioClient, text_config: LabelConfig
+) -> None:
+    """ActiveLab's round: two answers per task, then four of ten tasks get a third slot, sent in parallel."""
+    project_id = _project(labelstudio_client, text_config, overlap=2)
+    labelstudio_client.import_items(project_id, _items(10, start=500), "text")
+    names = [f"active-{k}-{uuid.uuid4().hex[:6]}@sluice.local" for k in range(3)]
+    ids = labelstudio_client.ensure_users(names)
+    tasks = labelstudio_client.list_tasks(project_id)
+    first_two = {
+        task_id: [
+            {"result": text_config.build_result("fresh"), "completed_by": ids[name], "lead_time": 1.0}
+            for name in names[:2]
+        ]
+        for task_id, _ in tasks.values()
+    }
+    assert labelstudio_client.add_annotations(first_two) == 20
+    assert labelstudio_client.progress(project_id).labelled == 10
+    raised = sorted(task_id for task_id, _ in tasks.values())[:4]
+    assert labelstudio_client.reopen_tasks({task_id: 3 for task_id in raised}) == 4
+
+    overlaps = {task_id: overlap for task_id, overlap in labelstudio_client.list_tasks(project_id).values()}
+    assert {t for t, n in overlaps.items() if n == 3} == set(raised)
+    third = _annotator_client(labelstudio_server, names[2])
+    served: list[int] = []
+    try:
+        while (task := third.next_task(project_id)) is not None:
+            served.append(int(task["id"]))
+            third.submit_annotation(int(task["id"]), text_config.build_result("rotten"), lead_time=1.0)
+    finally:
+        third.close()
+    assert sorted(served) == raised  # exactly the reopened tasks, once each
+    parsed = parse_export(labelstudio_client.export_tasks(project_id), classes=CLASSES, overlap=3)
+    assert parsed.n_kept == 24
+
+
+@pytest.mark.labelstudio
+def test_sqlite_database_runs_in_wal_mode(labelstudio_server: RunningServer) -> None:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{labelstudio_server.data_dir / 'label_studio.sqlite3'}?mode=ro", uri=True) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 # -- predictions -----------------------------------------------------------------------------
 @pytest.mark.labelstudio
 def test_pushed_predictions_show_up(labelstudio_client: LabelStudioClient, text_config: LabelConfig) -> None:
