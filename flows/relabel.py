@@ -32,7 +32,11 @@ def open_relabel_project(config: PipelineConfig, home: Home) -> tuple[LabelStudi
     project_id = client.ensure_project(
         f"{config.name}-relabel",
         f"{config.name} (relabel)",
-        build_review_config(parse_label_config(xml, classes), votes_key="given"),
+        build_review_config(
+            parse_label_config(xml, classes),
+            votes_key="given",
+            header="The label this row arrived with, and the model's suggestion (pick the right label)",
+        ),
         1,
         description="Rows whose given label the model doubts (cleanlab find_label_issues): pick the right label.",
     )

@@ -126,10 +126,14 @@ def build_choice_result(
     ]
 
 
-def build_review_config(config: LabelConfig, *, votes_key: str = "votes") -> str:
+REVIEW_HEADER = "Annotators' votes (pick the final label)"
+
+
+def build_review_config(config: LabelConfig, *, votes_key: str = "votes", header: str = REVIEW_HEADER) -> str:
     """The labelling config of an adjudication project: the original plus the annotators' votes.
 
-    The votes are shown read-only above the choices, from task data field `votes_key`.
+    The votes are shown read-only above the choices, from task data field `votes_key`, under `header`
+    (a relabel project shows the given label there, not votes).
     """
     root = _parse_xml(config.xml, config.path)
     names = {el.get("name") for el in root.iter() if el.get("name")}
@@ -141,10 +145,9 @@ def build_review_config(config: LabelConfig, *, votes_key: str = "votes") -> str
     control = next(el for el in root.iter() if el.get("name") == config.control_name)
     parent = parents[control]
     position = list(parent).index(control)
-    header = ET.Element("Header", {"value": "Annotators' votes (pick the final label)"})
     votes = ET.Element("Text", {"name": votes_key, "value": f"${votes_key}"})
     parent.insert(position, votes)
-    parent.insert(position, header)
+    parent.insert(position, ET.Element("Header", {"value": header}))
     return ET.tostring(root, encoding="unicode")
 
 

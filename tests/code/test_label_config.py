@@ -130,5 +130,15 @@ def test_review_config_shows_votes_and_keeps_the_choices() -> None:
     root = SafeET.fromstring(review_xml)
     votes = [el for el in root.iter("Text") if el.get("name") == "votes"]
     assert votes and votes[0].get("value") == "$votes"
+    headers = [el.get("value") for el in root.iter("Header")]
+    assert "Annotators' votes (pick the final label)" in headers
     with pytest.raises(LabelConfigError, match="already has a tag named 'text'"):
         build_review_config(config, votes_key="text")
+
+
+def test_relabel_config_has_its_own_header() -> None:
+    config = parse_label_config(GOOD, ["fresh", "rotten"])
+    xml = build_review_config(config, votes_key="given", header="The label this row arrived with")
+    headers = [el.get("value") for el in SafeET.fromstring(xml).iter("Header")]
+    assert "The label this row arrived with" in headers
+    assert not any("votes" in str(h) for h in headers)
