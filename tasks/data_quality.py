@@ -13,12 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from cleanlab import Datalab
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from tasks.columns import ITEM_ID, LABEL
 from tasks.label_quality import Inputs, model_input, predict_oof
@@ -85,6 +80,10 @@ def build_features(frame: pd.DataFrame, inputs: Inputs, *, dims: int = 64, seed:
 
     Text: TF-IDF (sparse) and its truncated SVD, unit length; tabular: the scaled columns for both.
     """
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import StandardScaler
+
     if inputs.text_col:
         texts = frame[inputs.text_col].fillna("").astype(str).to_numpy()
         # Words seen twice or more: the neighbour graph needs shared words, and the fit stays seconds long.
@@ -131,6 +130,9 @@ def find_data_issues(
     frame: pd.DataFrame, classes: list[str], inputs: Inputs, settings: DataQualityConfig, seed: int = 0
 ) -> DataQualityReport:
     """Run Datalab on the labelled rows (`LABEL` holds the class) and keep the summary and the worst rows per kind."""
+    from cleanlab import Datalab
+    from sklearn.linear_model import LogisticRegression
+
     if not inputs.text_col and not inputs.feature_cols:
         reason = "no text or feature columns to build features from (columns.text / columns.features)"
         return DataQualityReport(rows=len(frame), summary=pd.DataFrame(), skipped=reason)

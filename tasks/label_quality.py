@@ -12,22 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from cleanlab.filter import find_label_issues
-from cleanlab.multiannotator import get_active_learning_scores, get_label_quality_multiannotator
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from tasks.evaluate import evaluate_predictions
 from tasks.train import TrainConfig
-from tasks.tune import cross_validate
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+# cleanlab and scikit-learn are imported where they are used: `sluice.config` reaches this module for its
+# settings, and cleanlab's import (scikit-learn, `datasets`, scipy.stats) is most of a CLI start's seconds.
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -55,6 +52,11 @@ class CrowdlabResult:
 
 def build_quick_model(inputs: Inputs, seed: int = 0) -> Pipeline:
     """TF-IDF + logistic regression for text, scaled logistic regression for tabular features."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if inputs.text_col:
         return make_pipeline(
             TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
@@ -98,6 +100,8 @@ def predict_oof(
     the class shares stand in for the model (every item then scores alike). `x` and `make_model`
     replace the model's input and the model when a caller has built the features already.
     """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     y = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(y, minlength=n_classes)
     groups = frame[inputs.group_col].astype(str).to_numpy() if inputs.group_col else None
@@ -157,6 +161,8 @@ def majority_codes(matrix: pd.DataFrame, n_classes: int) -> IntArray:
 
 def score_crowdlab(matrix: pd.DataFrame, pred_probs: FloatArray, classes: Sequence[str]) -> CrowdlabResult:
     """CROWDLAB consensus label and quality per item, and each annotator's quality, from cleanlab."""
+    from cleanlab.multiannotator import get_label_quality_multiannotator
+
     if matrix.empty:
         return CrowdlabResult(
             items=pd.DataFrame({c: [] for c in ITEM_QUALITY_COLUMNS}),
@@ -215,6 +221,8 @@ def plan_extra_annotations(
     the labelled items. Lowest first, at most `max_extra`; items in `skip` (waiting for an extra
     annotation already) are not picked.
     """
+    from cleanlab.multiannotator import get_active_learning_scores
+
     if matrix.empty:
         return pd.Index([])
     scores, unlabelled_scores = get_active_learning_scores(
@@ -233,6 +241,8 @@ def flag_label_issues(
     labels: Sequence[int] | IntArray, pred_probs: FloatArray
 ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
     """cleanlab's label issues (a mask) and each row's self-confidence (the given label's probability)."""
+    from cleanlab.filter import find_label_issues
+
     y = np.asarray(labels, dtype=np.int64)
     if len(y) == 0 or len(np.unique(y)) < 2:
         return np.zeros(len(y), dtype=bool), np.ones(len(y))
@@ -319,6 +329,8 @@ def audit_test_metrics(
     min_quality: float,
 ) -> dict[str, float | int]:
     """Test metrics on the test items whose consensus quality is at least `min_quality` (plus how many there are)."""
+    from tasks.evaluate import evaluate_predictions
+
     by_id = quality.set_index(quality["item_id"].astype(str))["quality"]
     score = test["item_id"].astype(str).map(by_id).to_numpy(dtype=float)
     keep = score >= min_quality
@@ -342,6 +354,10 @@ def oof_from_training(
 
     Folds are grouped by `inputs.group_col` and stratified by label, so no row (and no group) scores itself.
     """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    from tasks.tune import cross_validate
+
     y = pd.Index(classes).get_indexer(pd.Index(frame[label_col].astype(str)))
     groups = frame[inputs.group_col].astype(str).to_numpy() if inputs.group_col else None
     k = min(folds, int(np.bincount(y).min()), len(np.unique(groups)) if groups is not None else folds)
