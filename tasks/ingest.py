@@ -11,7 +11,7 @@ reserved prefix (`tasks.columns`).
 CSV and Parquet files are streamed: read in batches and appended to the snapshot with a
 `ParquetWriter`, so memory stays at a few batches plus 8 bytes per distinct row (the
 seen-set of row hashes, `OccurrenceCounter`) whatever the file size. JSONL files are
-read whole.
+read whole. `ingest_files` parses CSV files once (see "one read" below).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -524,7 +524,8 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 
 
 # --- streaming ---------------------------------------------------------------------------------------------
-# Every file is read twice, a batch at a time:
+# The two-read path (`scan_source` + `write_snapshot`: the flow's per-file tasks, Parquet and JSONL files, and
+# CSV inputs that "one read" below hands back) reads every file twice, a batch at a time:
 #   1. scan: learn the Arrow types the WHOLE file needs (a column of integers in the first block may
 #      hold "1.5" millions of lines later), count rows, collect malformed lines, and keep a few probe
 #      rows (`_ProbeRows`) that carry the whole file's pandas dtypes and timestamp precisions;
@@ -744,9 +745,15 @@ def scan_source(source: SourceFile, config: SourceConfig, block_bytes: int = CSV
         frame, malformed, mixed = _read_jsonl(path, config)
         probe = frame.iloc[_pandas_probe_indices(frame)]
         scan = SourceScan(source=source, rows=len(frame), malformed=malformed, probe=probe, mixed=mixed)
-    if scan.rows == 0 and not scan.malformed:
-        raise IngestError(f"{path} has no data rows (only a header?); fill it or remove it from source.path.")
+    _check_has_rows(scan)
     return scan
+
+
+def _check_has_rows(scan: SourceScan) -> None:
+    if scan.rows == 0 and not scan.malformed:
+        raise IngestError(
+            f"{scan.source.path} has no data rows (only a header?); fill it or remove it from source.path."
+        )
 
 
 def _iter_frames(
@@ -919,21 +926,41 @@ class _IdFilter:
         self._missing: list[pd.DataFrame] = []
         self._repeated: list[pd.DataFrame] = []
 
-    def keep(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The batch with its ids first (as text), less the rows with no id or an id seen before."""
-        ids = values_as_text(frame[self.column])
+    def _classify(self, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Which ids are missing, and which repeat an earlier one (counting them as seen)."""
         missing = ids.isna().to_numpy()
-        occurrence = np.zeros(len(frame), dtype=np.int64)
+        occurrence = np.zeros(len(ids), dtype=np.int64)
         occurrence[~missing] = self._counter.occurrences(
             pd.util.hash_pandas_object(ids[~missing], index=False).to_numpy()
         )
+        return missing, occurrence > 0
+
+    def keep(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The batch with its ids first (as text), less the rows with no id or an id seen before."""
+        ids = values_as_text(frame[self.column])
+        missing, repeated = self._classify(ids)
         frame = frame.drop(columns=[ITEM_ID], errors="ignore")
         frame.insert(0, ITEM_ID, ids)
         if missing.any():
             self._missing.append(frame[missing])
-        if (occurrence > 0).any():
-            self._repeated.append(frame[occurrence > 0])
-        return frame[~missing & (occurrence == 0)]
+        if repeated.any():
+            self._repeated.append(frame[repeated])
+        return frame[~missing & ~repeated]
+
+    def keep_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """`keep` for an Arrow batch: only the id column and the rows left out go through pandas."""
+        ids = values_as_text(batch.column(self.column).to_pandas())
+        missing, repeated = self._classify(ids)
+        others = [i for i, name in enumerate(batch.schema.names) if name != ITEM_ID]
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(ids, type=pa.large_string(), from_pandas=True), *(batch.column(i) for i in others)],
+            names=[ITEM_ID, *(batch.schema.names[i] for i in others)],
+        )
+        if missing.any():
+            self._missing.append(batch.filter(pa.array(missing)).to_pandas())
+        if repeated.any():
+            self._repeated.append(batch.filter(pa.array(repeated)).to_pandas())
+        return batch.filter(pa.array(~missing & ~repeated))
 
     def quarantine(self, data_path: Path) -> pd.DataFrame:
         """The rows left out, each with a reason that names the column, the first row with its id, and the fix."""
@@ -994,6 +1021,11 @@ class _Written:
     rejected_per_file: dict[str, int]
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    # ids and row numbers never repeat: a dictionary for them is built, found useless and dropped, per batch
+    return [name for name in schema.names if name not in (ITEM_ID, SOURCE_ROW)]
+
+
 def _write_snapshot_data(
     scans: list[SourceScan], target: Path, config: SourceConfig, *, where: str, block_bytes: int
 ) -> _Written:
@@ -1010,9 +1042,7 @@ def _write_snapshot_data(
     ids = _IdFilter(id_column, configured=bool(config.id_column)) if id_column else None
     content_schema = schema.remove(0)  # without the id column, which content ids are added to
     kept = 0
-    # ids and row numbers never repeat: a dictionary for them is built, found useless and dropped, per batch
-    dictionary = [name for name in schema.names if name not in (ITEM_ID, SOURCE_ROW)]
-    with pq.ParquetWriter(target, schema, use_dictionary=dictionary) as writer:
+    with pq.ParquetWriter(target, schema, use_dictionary=_dictionary_columns(schema)) as writer:
         for scan in scans:
             name, start = Path(scan.source.path).name, 0
             for batch in _iter_frames(scan, config, block_bytes, text):
@@ -1046,6 +1076,206 @@ def _write_snapshot_data(
         quarantine=ids.quarantine(target) if ids is not None else empty_quarantine(),
         text_columns=text,
         rejected_per_file=ids.rejected_per_file() if ids is not None else {},
+    )
+
+
+# --- one read ----------------------------------------------------------------------------------------------
+# `ingest_files` parses CSV files once: each batch gets its ids and is appended to a Parquet part as it is
+# parsed, while `_ProbeRows` gathers the whole file's dtypes as the scan does. Content ids hash each value's
+# canonical form (`tasks.rowhash`), so they do not depend on the type a column is finally stored as; when
+# the parts' types are not the snapshot's (an int column with a late gap is float64 in pandas, files with
+# different columns), the parts are cast into the snapshot's types a row group at a time: a Parquet read
+# and write, far cheaper than parsing the CSV again. Three cases need the text again and take the two-read
+# path above (`scan_source` + `write_snapshot`): a later block that needs a wider type than the first
+# block's, a row longer than a batch, and files that disagree on a column's kind (stored as their text).
+
+
+class _NeedsTwoReads(Exception):
+    """The input needs the two-read path; the one-read ingest stops and leaves nothing behind."""
+
+
+def _arrow_conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """A batch in the snapshot's columns and types, as `_conform` then `Table.from_pandas` would give it."""
+    columns = []
+    for target in schema:
+        if target.name not in table.schema.names:
+            columns.append(pa.nulls(table.num_rows, target.type))  # what concat fills a missing column with
+            continue
+        column = table.column(target.name)
+        if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)  # pandas: NaN is missing
+        # Unsafe: int64 -> float64 rounds past 2**53 as pandas' astype does, instead of raising
+        columns.append(column if column.type == target.type else column.cast(target.type, safe=False))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class _PartWriter:
+    """Batches appended to Parquet parts in a folder; a part holds batches of one source type layout."""
+
+    def __init__(self, folder: Path) -> None:
+        self.parts: list[tuple[Path, pa.Schema]] = []
+        self.rows = 0
+        self.layout: pa.Schema | None = None
+        """The CSV reader's types of the batches in the current part."""
+        self._folder = folder
+        self._writer: pq.ParquetWriter | None = None
+
+    def start_part(self, schema: pa.Schema, *, layout: pa.Schema) -> None:
+        self.close()
+        self.layout = layout
+        path = self._folder / f".part-{len(self.parts)}.parquet"
+        self.parts.append((path, schema))
+        self._writer = pq.ParquetWriter(path, schema, use_dictionary=_dictionary_columns(schema))
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        assert self._writer is not None, "start_part before append"
+        self._writer.write_table(_arrow_conform(batch, self.parts[-1][1]))
+        self.rows += batch.num_rows
+
+    def close(self) -> list[tuple[Path, pa.Schema]]:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.parts
+
+
+def _csv_header(path: Path, config: SourceConfig) -> list[str]:
+    """A CSV file's column names, from its first 64 KiB."""
+    options = _csv_options(path, config, block_bytes=1 << 16, column_types={}, malformed=None)
+    try:
+        return list(pa_csv.open_csv(path, **options).schema.names)
+    except pa.ArrowInvalid as exc:  # a header or first row longer than 64 KiB, or not CSV: the scan words it
+        raise _NeedsTwoReads from exc
+
+
+def _planned_id_column(files: list[SourceFile], config: SourceConfig) -> str | None:
+    """The id column `_id_column` will settle on, read from the headers before any data.
+
+    Raises:
+        _NeedsTwoReads: a name `_id_column` rejects; the two-read path raises its message.
+    """
+    headers = [_csv_header(Path(f.path), config) for f in files]
+    with_item_id = any(ITEM_ID in names for names in headers)
+    column = config.id_column or (ITEM_ID if with_item_id else None)
+    clash = bool(config.id_column) and config.id_column != ITEM_ID and with_item_id
+    lacking = column is not None and any(column not in names for names in headers)
+    if clash or lacking or any(reserved_columns(names) for names in headers):
+        raise _NeedsTwoReads
+    return column
+
+
+def _part_schema(source: SourceFile, batch: pa.RecordBatch, where: str) -> pa.Schema:
+    """The snapshot schema the batch alone would give: a part's guess, right unless later rows say otherwise."""
+    probe = _ProbeRows(batch.schema)
+    probe.add(batch)
+    single = SourceScan(source=source, rows=batch.num_rows, malformed=[], probe=_to_pandas(probe.probe()))
+    return _arrow_schema(_snapshot_layout([single]), where)
+
+
+def _with_arrow_provenance(batch: pa.RecordBatch, name: str, start: int) -> pa.RecordBatch:
+    n = batch.num_rows
+    files = pa.nulls(n, pa.large_string()).fill_null(name)
+    rows = pa.array(np.arange(start, start + n, dtype=np.int64))
+    return pa.RecordBatch.from_arrays([*batch.columns, files, rows], names=[*batch.schema.names, *PROVENANCE])
+
+
+class _BatchIds:
+    """Item ids for a stream of Arrow batches: the id column's text, or content hashes with repeat suffixes."""
+
+    def __init__(self, column: str | None, *, configured: bool) -> None:
+        self.filter = _IdFilter(column, configured=configured) if column else None
+        self._counter = OccurrenceCounter()
+
+    def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with its ids first, less the rows the id filter quarantines."""
+        if self.filter is not None:
+            return self.filter.keep_batch(batch)
+        hashes = _content_hashes(batch)
+        item_ids = _format_ids(hashes, self._counter.occurrences(hashes)).cast(pa.large_string())
+        return pa.RecordBatch.from_arrays([item_ids, *batch.columns], names=[ITEM_ID, *batch.schema.names])
+
+
+def _stream_csv(
+    source: SourceFile, config: SourceConfig, block_bytes: int, *, ids: _BatchIds, parts: _PartWriter, where: str
+) -> SourceScan:
+    """Parse one CSV once: every batch to `parts` with its ids, and the scan's rows, malformed lines and probe.
+
+    Raises:
+        _NeedsTwoReads: a later block needs a wider type, or a row spans batches.
+    """
+    path, bad = Path(source.path), list[str]()
+    options = _csv_options(path, config, block_bytes=block_bytes, column_types={}, malformed=bad)
+    start = 0
+    try:
+        reader = pa_csv.open_csv(path, **options)
+        stats = _ProbeRows(reader.schema)
+        for batch in reader:
+            stats.add(batch)
+            if parts.layout is None or not parts.layout.equals(reader.schema):  # the previous file's types?
+                parts.start_part(_part_schema(source, batch, where), layout=reader.schema)
+            parts.append(ids.add(_with_arrow_provenance(batch, path.name, start)))
+            start += batch.num_rows
+    except pa.ArrowInvalid as exc:
+        if "straddling object" in str(exc) or _FAILED_COLUMN.search(str(exc)):
+            raise _NeedsTwoReads from exc
+        raise _unreadable_csv(path, exc) from exc
+    scan = SourceScan(
+        source=source,
+        rows=stats.rows,
+        malformed=bad,
+        probe=_to_pandas(stats.probe()),
+        schema=stats.schema,
+        block_bytes=block_bytes,
+    )
+    _check_has_rows(scan)
+    return scan
+
+
+def _assemble_parts(parts: list[tuple[Path, pa.Schema]], target: Path, schema: pa.Schema) -> None:
+    """The parts as one file in the snapshot's schema: renamed if they have it, else cast a row group at a time."""
+    if len(parts) == 1 and parts[0][1].equals(schema, check_metadata=True):
+        parts[0][0].rename(target)
+        return
+    with pq.ParquetWriter(target, schema, use_dictionary=_dictionary_columns(schema)) as writer:
+        for path, _ in parts:
+            part = pq.ParquetFile(path)
+            for group in range(part.num_row_groups):
+                writer.write_table(_arrow_conform(part.read_row_group(group), schema))
+            path.unlink()
+
+
+def _write_csv_once(
+    files: list[SourceFile], target: Path, config: SourceConfig, *, where: str, block_bytes: int
+) -> tuple[list[SourceScan], _Written]:
+    """Parse every CSV file once into `target` with item ids; rows with an empty or repeated id go to quarantine.
+
+    Raises:
+        _NeedsTwoReads: see the section's comment.
+        IngestError: an unreadable file, or values Parquet cannot store.
+    """
+    column = _planned_id_column(files, config)
+    ids = _BatchIds(column, configured=bool(config.id_column))
+    parts = _PartWriter(target.parent)
+    try:
+        scans = [_stream_csv(f, config, block_bytes, ids=ids, parts=parts, where=where) for f in files]
+    finally:
+        parts.close()
+    if _text_columns(scans):
+        raise _NeedsTwoReads
+    _id_column(scans, config)
+    layout = _snapshot_layout(scans)
+    try:
+        _assemble_parts(parts.parts, target, _arrow_schema(layout, where))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise IngestError(
+            f"{where} cannot be stored as Parquet ({exc}); make the values of each column one type."
+        ) from exc
+    return scans, _Written(
+        columns=[ITEM_ID, *(str(c) for c in layout.columns if c != ITEM_ID)],
+        rows=parts.rows,
+        quarantine=ids.filter.quarantine(target) if ids.filter is not None else empty_quarantine(),
+        text_columns={},
+        rejected_per_file=ids.filter.rejected_per_file() if ids.filter is not None else {},
     )
 
 
@@ -1097,8 +1327,15 @@ def write_snapshot(
     existing = find_snapshot(files, snapshot_root=snapshot_root, config=config)
     if existing is not None:
         return existing
-    snapshot_id = snapshot_id_for(files, config)
-    malformed = [
+
+    def write(target: Path, where: str) -> tuple[list[SourceScan], _Written]:
+        return scans, _write_snapshot_data(scans, target, config, where=where, block_bytes=block_bytes)
+
+    return _stage_snapshot(files, snapshot_root=snapshot_root, config=config, write=write)
+
+
+def _malformed_quarantine(scans: list[SourceScan]) -> list[pd.DataFrame]:
+    return [
         quarantine_rows(
             pd.DataFrame({SOURCE_FILE: [Path(s.source.path).name] * len(s.malformed), "line": s.malformed}),
             step="ingest",
@@ -1107,15 +1344,23 @@ def write_snapshot(
         for s in scans
     ]
 
+
+def _stage_snapshot(
+    files: list[SourceFile],
+    *,
+    snapshot_root: Path,
+    config: SourceConfig,
+    write: Callable[[Path, str], tuple[list[SourceScan], _Written]],
+) -> Snapshot:
+    """A new snapshot folder: `write(data path, where)` writes the data, then quarantine and manifest follow."""
+    snapshot_id = snapshot_id_for(files, config)
     # Write into a temporary folder and rename: a crash never leaves a half snapshot behind.
     directory = snapshot_root / snapshot_id
-    staging = snapshot_root / f".{snapshot_id}.tmp-{os.getpid()}-{id(scans):x}"
+    staging = snapshot_root / f".{snapshot_id}.tmp-{os.getpid()}-{id(files):x}"
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        written = _write_snapshot_data(
-            scans, staging / "data.parquet", config, where=f"snapshot {snapshot_id}", block_bytes=block_bytes
-        )
-        quarantine = concat_quarantine([*malformed, written.quarantine])
+        scans, written = write(staging / "data.parquet", f"snapshot {snapshot_id}")
+        quarantine = concat_quarantine([*_malformed_quarantine(scans), written.quarantine])
         rows_in = sum(s.rows + len(s.malformed) for s in scans)
         check_conservation(rows_in, written.rows, len(quarantine), stage="ingest")
         write_quarantine(quarantine, staging / "quarantine.parquet")
@@ -1160,6 +1405,15 @@ def ingest_files(
     existing = find_snapshot(files, snapshot_root=snapshot_root, config=config)
     if existing is not None:
         return existing
+    if all(f.format == "csv" for f in files):
+        try:
+
+            def write(target: Path, where: str) -> tuple[list[SourceScan], _Written]:
+                return _write_csv_once(files, target, config, where=where, block_bytes=block_bytes)
+
+            return _stage_snapshot(files, snapshot_root=snapshot_root, config=config, write=write)
+        except _NeedsTwoReads:
+            pass  # a surprise the two-read path handles (see "one read" above); nothing was kept
     scans = [scan_source(source, config, block_bytes=block_bytes) for source in files]
     return write_snapshot(scans, snapshot_root=snapshot_root, config=config, block_bytes=block_bytes)
 
