@@ -21,8 +21,10 @@ import glob
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
+import threading
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1110,33 +1112,84 @@ def _arrow_conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Ta
 
 
 class _PartWriter:
-    """Batches appended to Parquet parts in a folder; a part holds batches of one source type layout."""
+    """Batches appended to Parquet parts in a folder, on a thread; a part holds batches of one source type layout.
 
-    def __init__(self, folder: Path) -> None:
+    Conforming and Parquet encoding release the GIL, so they run beside the next batch's parse and
+    hashing. The queue holds at most `depth` batches (4 MiB of CSV each), which bounds the memory.
+    """
+
+    def __init__(self, folder: Path, *, depth: int = 4) -> None:
         self.parts: list[tuple[Path, pa.Schema]] = []
         self.rows = 0
         self.layout: pa.Schema | None = None
         """The CSV reader's types of the batches in the current part."""
         self._folder = folder
-        self._writer: pq.ParquetWriter | None = None
+        self._sources: list[str] = []  # the file each part starts with, for messages
+        self._queue: queue.Queue[tuple[int, pa.RecordBatch] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="sluice-parquet-parts", daemon=True)
+        self._thread.start()
 
-    def start_part(self, schema: pa.Schema, *, layout: pa.Schema) -> None:
-        self.close()
+    def start_part(self, schema: pa.Schema, *, layout: pa.Schema, source: str) -> None:
         self.layout = layout
-        path = self._folder / f".part-{len(self.parts)}.parquet"
-        self.parts.append((path, schema))
-        self._writer = pq.ParquetWriter(path, schema, use_dictionary=_dictionary_columns(schema))
+        self._sources.append(source)
+        self.parts.append((self._folder / f".part-{len(self.parts)}.parquet", schema))
 
     def append(self, batch: pa.RecordBatch) -> None:
-        assert self._writer is not None, "start_part before append"
-        self._writer.write_table(_arrow_conform(batch, self.parts[-1][1]))
+        assert self.parts, "start_part before append"
         self.rows += batch.num_rows
+        self._put((len(self.parts) - 1, batch))
 
     def close(self) -> list[tuple[Path, pa.Schema]]:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """The parts, once all are written.
+
+        Raises:
+            IngestError: a batch's values cannot be stored in its part's types.
+        """
+        if self._thread.is_alive():
+            self._put(None)
+            self._thread.join()
+        if isinstance(self._error, pa.ArrowInvalid | pa.ArrowTypeError):
+            raise IngestError(
+                f"{self._sources[-1]} cannot be stored as Parquet ({self._error}); make the values of each column "
+                "one type."
+            ) from self._error
+        if self._error is not None:
+            raise self._error
         return self.parts
+
+    def _put(self, item: tuple[int, pa.RecordBatch] | None) -> None:
+        while True:
+            if self._error is not None and item is not None:
+                self.close()  # raises the writer's error
+            try:
+                self._queue.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                continue
+
+    def _drain(self) -> None:
+        writer: pq.ParquetWriter | None = None
+        current = -1
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # keep taking batches so that the parsing thread never waits on a dead writer
+            index, batch = item
+            try:
+                path, schema = self.parts[index]
+                if writer is None or index != current:
+                    if writer is not None:
+                        writer.close()
+                    writer = pq.ParquetWriter(path, schema, use_dictionary=_dictionary_columns(schema))
+                    current = index
+                writer.write_table(_arrow_conform(batch, schema))
+            except BaseException as exc:
+                self._error = exc
+        if writer is not None:
+            try:
+                writer.close()
+            except BaseException as exc:
+                self._error = self._error or exc
 
 
 def _csv_header(path: Path, config: SourceConfig) -> list[str]:
@@ -1212,7 +1265,7 @@ def _stream_csv(
         for batch in reader:
             stats.add(batch)
             if parts.layout is None or not parts.layout.equals(reader.schema):  # the previous file's types?
-                parts.start_part(_part_schema(source, batch, where), layout=reader.schema)
+                parts.start_part(_part_schema(source, batch, where), layout=reader.schema, source=source.path)
             parts.append(ids.add(_with_arrow_provenance(batch, path.name, start)))
             start += batch.num_rows
     except pa.ArrowInvalid as exc:
