@@ -26,7 +26,8 @@ import re
 import shutil
 import threading
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -1249,7 +1250,14 @@ class _BatchIds:
 
 
 def _stream_csv(
-    source: SourceFile, config: SourceConfig, block_bytes: int, *, ids: _BatchIds, parts: _PartWriter, where: str
+    source: SourceFile,
+    config: SourceConfig,
+    block_bytes: int,
+    *,
+    ids: _BatchIds,
+    parts: _PartWriter,
+    where: str,
+    stop: Callable[[], bool],
 ) -> SourceScan:
     """Parse one CSV once: every batch to `parts` with its ids, and the scan's rows, malformed lines and probe.
 
@@ -1263,6 +1271,8 @@ def _stream_csv(
         reader = pa_csv.open_csv(path, **options)
         stats = _ProbeRows(reader.schema)
         for batch in reader:
+            if stop():
+                raise _Reused
             stats.add(batch)
             if parts.layout is None or not parts.layout.equals(reader.schema):  # the previous file's types?
                 parts.start_part(_part_schema(source, batch, where), layout=reader.schema, source=source.path)
@@ -1298,19 +1308,26 @@ def _assemble_parts(parts: list[tuple[Path, pa.Schema]], target: Path, schema: p
 
 
 def _write_csv_once(
-    files: list[SourceFile], target: Path, config: SourceConfig, *, where: str, block_bytes: int
+    files: list[SourceFile],
+    target: Path,
+    config: SourceConfig,
+    *,
+    where: str,
+    block_bytes: int,
+    stop: Callable[[], bool] = lambda: False,
 ) -> tuple[list[SourceScan], _Written]:
     """Parse every CSV file once into `target` with item ids; rows with an empty or repeated id go to quarantine.
 
     Raises:
         _NeedsTwoReads: see the section's comment.
+        _Reused: `stop()` said so between two batches.
         IngestError: an unreadable file, or values Parquet cannot store.
     """
     column = _planned_id_column(files, config)
     ids = _BatchIds(column, configured=bool(config.id_column))
     parts = _PartWriter(target.parent)
     try:
-        scans = [_stream_csv(f, config, block_bytes, ids=ids, parts=parts, where=where) for f in files]
+        scans = [_stream_csv(f, config, block_bytes, ids=ids, parts=parts, where=where, stop=stop) for f in files]
     finally:
         parts.close()
     if _text_columns(scans):
@@ -1407,12 +1424,34 @@ def _stage_snapshot(
 ) -> Snapshot:
     """A new snapshot folder: `write(data path, where)` writes the data, then quarantine and manifest follow."""
     snapshot_id = snapshot_id_for(files, config)
-    # Write into a temporary folder and rename: a crash never leaves a half snapshot behind.
-    directory = snapshot_root / snapshot_id
-    staging = snapshot_root / f".{snapshot_id}.tmp-{os.getpid()}-{id(files):x}"
-    staging.mkdir(parents=True, exist_ok=True)
+    staging = _staging_folder(snapshot_root, snapshot_id)
     try:
         scans, written = write(staging / "data.parquet", f"snapshot {snapshot_id}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _seal_snapshot(staging, snapshot_id, scans, written, snapshot_root=snapshot_root, config=config)
+
+
+def _staging_folder(snapshot_root: Path, name: str) -> Path:
+    # Write into a temporary folder and rename: a crash never leaves a half snapshot behind.
+    staging = snapshot_root / f".{name}.tmp-{os.getpid()}-{threading.get_ident():x}"
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def _seal_snapshot(
+    staging: Path,
+    snapshot_id: str,
+    scans: list[SourceScan],
+    written: _Written,
+    *,
+    snapshot_root: Path,
+    config: SourceConfig,
+) -> Snapshot:
+    """Quarantine and manifest beside the written data, then the staging folder renamed into place."""
+    directory = snapshot_root / snapshot_id
+    try:
         quarantine = concat_quarantine([*_malformed_quarantine(scans), written.quarantine])
         rows_in = sum(s.rows + len(s.malformed) for s in scans)
         check_conservation(rows_in, written.rows, len(quarantine), stage="ingest")
@@ -1440,6 +1479,62 @@ def _stage_snapshot(
     return Snapshot(snapshot_id, directory, manifest)
 
 
+class _Reused(Exception):
+    """The sources' hashes name a snapshot that exists: the parse stops."""
+
+
+def _csv_files(paths: list[Path], config: SourceConfig) -> bool:
+    """Whether every path is an existing CSV file (anything else: `describe_source` words the problem)."""
+    try:
+        return all(path.is_file() and _detect_format(path, config.format) == "csv" for path in paths)
+    except IngestError:
+        return False
+
+
+def _ingest_csv(
+    paths: list[Path], *, snapshot_root: Path, config: SourceConfig, block_bytes: int
+) -> Snapshot | list[SourceFile]:
+    """CSV files parsed once while a thread hashes them (sha256 and Arrow's UTF-8 check release the GIL).
+
+    The parse stops once the hashes name an existing snapshot, so unchanged files cost their hash and the
+    few batches parsed meanwhile; a file the hash rejects (empty, binary, undecodable) is reported as such,
+    whatever the parse made of it.
+
+    Returns:
+        The snapshot, or the described files when the input needs the two-read path.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-sha256") as pool:
+        hashing = pool.submit(lambda: [describe_source(path, config) for path in paths])
+        found: list[Snapshot | None] = []
+
+        def reused() -> bool:  # polled between batches; raises the hash's error as soon as there is one
+            if not found and hashing.done():
+                found.append(find_snapshot(hashing.result(), snapshot_root=snapshot_root, config=config))
+            return bool(found) and found[0] is not None
+
+        pending = [SourceFile(path=str(path), sha256="", bytes=0, format="csv") for path in paths]
+        staging = _staging_folder(snapshot_root, "ingest")
+        where = f"the snapshot of {', '.join(path.name for path in paths)}"
+        try:
+            try:
+                scans, written = _write_csv_once(
+                    pending, staging / "data.parquet", config, where=where, block_bytes=block_bytes, stop=reused
+                )
+            finally:
+                files = hashing.result()  # the hash's error comes first: it names what is wrong with the file
+            if reused():
+                raise _Reused
+        except (_Reused, _NeedsTwoReads):
+            shutil.rmtree(staging, ignore_errors=True)
+            return found[0] if found and found[0] is not None else files
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    scans = [replace(scan, source=file) for scan, file in zip(scans, files, strict=True)]
+    snapshot_id = snapshot_id_for(files, config)
+    return _seal_snapshot(staging, snapshot_id, scans, written, snapshot_root=snapshot_root, config=config)
+
+
 def ingest_files(
     paths: list[Path], *, snapshot_root: Path, config: SourceConfig, block_bytes: int = CSV_BLOCK_BYTES
 ) -> Snapshot:
@@ -1454,19 +1549,16 @@ def ingest_files(
     Raises:
         IngestError: a missing, empty, undecodable or unreadable file; the message says what to fix.
     """
-    files = [describe_source(path, config) for path in paths]
-    existing = find_snapshot(files, snapshot_root=snapshot_root, config=config)
-    if existing is not None:
-        return existing
-    if all(f.format == "csv" for f in files):
-        try:
-
-            def write(target: Path, where: str) -> tuple[list[SourceScan], _Written]:
-                return _write_csv_once(files, target, config, where=where, block_bytes=block_bytes)
-
-            return _stage_snapshot(files, snapshot_root=snapshot_root, config=config, write=write)
-        except _NeedsTwoReads:
-            pass  # a surprise the two-read path handles (see "one read" above); nothing was kept
+    if _csv_files(paths, config):
+        outcome = _ingest_csv(paths, snapshot_root=snapshot_root, config=config, block_bytes=block_bytes)
+        if isinstance(outcome, Snapshot):
+            return outcome
+        files = outcome  # a surprise the two-read path handles (see "one read" above); nothing was kept
+    else:
+        files = [describe_source(path, config) for path in paths]
+        existing = find_snapshot(files, snapshot_root=snapshot_root, config=config)
+        if existing is not None:
+            return existing
     scans = [scan_source(source, config, block_bytes=block_bytes) for source in files]
     return write_snapshot(scans, snapshot_root=snapshot_root, config=config, block_bytes=block_bytes)
 
