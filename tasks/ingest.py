@@ -1088,9 +1088,11 @@ def _write_snapshot_data(
 # canonical form (`tasks.rowhash`), so they do not depend on the type a column is finally stored as; when
 # the parts' types are not the snapshot's (an int column with a late gap is float64 in pandas, files with
 # different columns), the parts are cast into the snapshot's types a row group at a time: a Parquet read
-# and write, far cheaper than parsing the CSV again. Three cases need the text again and take the two-read
-# path above (`scan_source` + `write_snapshot`): a later block that needs a wider type than the first
-# block's, a row longer than a batch, and files that disagree on a column's kind (stored as their text).
+# and write, far cheaper than parsing the CSV again. A later block that needs a wider type restarts the
+# reader (`_CsvStream`): the rows before it are parsed again, not hashed or written again. What would change
+# ids already given out takes the two-read
+# path above (`scan_source` + `write_snapshot`): a column that turns to text or bool after values of another
+# kind, a widened id column, and files that disagree on a column's kind (stored as their text).
 
 
 class _NeedsTwoReads(Exception):
@@ -1193,22 +1195,27 @@ class _PartWriter:
                 self._error = self._error or exc
 
 
-def _csv_header(path: Path, config: SourceConfig) -> list[str]:
-    """A CSV file's column names, from its first 64 KiB."""
-    options = _csv_options(path, config, block_bytes=1 << 16, column_types={}, malformed=None)
-    try:
-        return list(pa_csv.open_csv(path, **options).schema.names)
-    except pa.ArrowInvalid as exc:  # a header or first row longer than 64 KiB, or not CSV: the scan words it
-        raise _NeedsTwoReads from exc
+def _csv_header(path: Path, config: SourceConfig, block_bytes: int) -> list[str]:
+    """A CSV file's column names, from its first block (at least 64 KiB, more while the first row is longer)."""
+    block = min(1 << 16, block_bytes)
+    while True:
+        options = _csv_options(path, config, block_bytes=block, column_types={}, malformed=None)
+        try:
+            return list(pa_csv.open_csv(path, **options).schema.names)
+        except pa.ArrowInvalid as exc:
+            if "straddling object" in str(exc):
+                block *= 2
+                continue
+            raise _NeedsTwoReads from exc  # not CSV: the two-read path words the message
 
 
-def _planned_id_column(files: list[SourceFile], config: SourceConfig) -> str | None:
+def _planned_id_column(files: list[SourceFile], config: SourceConfig, block_bytes: int) -> str | None:
     """The id column `_id_column` will settle on, read from the headers before any data.
 
     Raises:
         _NeedsTwoReads: a name `_id_column` rejects; the two-read path raises its message.
     """
-    headers = [_csv_header(Path(f.path), config) for f in files]
+    headers = [_csv_header(Path(f.path), config, block_bytes) for f in files]
     with_item_id = any(ITEM_ID in names for names in headers)
     column = config.id_column or (ITEM_ID if with_item_id else None)
     clash = bool(config.id_column) and config.id_column != ITEM_ID and with_item_id
@@ -1249,49 +1256,124 @@ class _BatchIds:
         return pa.RecordBatch.from_arrays([item_ids, *batch.columns], names=[ITEM_ID, *batch.schema.names])
 
 
-def _stream_csv(
-    source: SourceFile,
-    config: SourceConfig,
-    block_bytes: int,
-    *,
-    ids: _BatchIds,
-    parts: _PartWriter,
-    where: str,
-    stop: Callable[[], bool],
-) -> SourceScan:
-    """Parse one CSV once: every batch to `parts` with its ids, and the scan's rows, malformed lines and probe.
+def _keeps_hashes(hashed: pa.DataType, wider: pa.DataType) -> bool:
+    """Whether values hashed as `hashed` hash the same read as `wider` (`tasks.rowhash`'s canonical forms)."""
+    if hashed == wider:
+        return True
+    if pa.types.is_integer(hashed):
+        return pa.types.is_float64(wider)  # integral floats hash as int64 (values past 2**53 are checked)
+    if pa.types.is_date32(hashed):
+        return pa.types.is_timestamp(wider) and wider.tz is None  # a date hashes as its midnight
+    if pa.types.is_timestamp(hashed):
+        return pa.types.is_timestamp(wider) and wider.tz == hashed.tz  # both in nanoseconds
+    return False
 
-    Raises:
-        _NeedsTwoReads: a later block needs a wider type, or a row spans batches.
+
+class _CsvStream:
+    """One CSV file parsed once into the parts, with its ids; the scan's rows, malformed lines and probe.
+
+    Arrow's streaming reader fixes the types from the first block, so a later value that does not fit
+    stops it (`_scan_csv` explains the order of types tried). Then the reader starts again with that
+    column one type wider and skips the rows already written; their part is cast when the parts are
+    assembled, and their ids stand as long as the wider type hashes their values the same (int to
+    float, date to timestamp, seconds to nanoseconds, or a column that held no values). Otherwise,
+    and for a widened id column, the file needs the two-read path. A row longer than a batch restarts
+    the reader with batches twice as big, skipping the same way.
     """
-    path, bad = Path(source.path), list[str]()
-    options = _csv_options(path, config, block_bytes=block_bytes, column_types={}, malformed=bad)
-    start = 0
-    try:
-        reader = pa_csv.open_csv(path, **options)
-        stats = _ProbeRows(reader.schema)
+
+    def __init__(self, source: SourceFile, config: SourceConfig, block_bytes: int, *, id_column: str | None) -> None:
+        self.source, self.path = source, Path(source.path)
+        self._config, self._block_bytes, self._id_column = config, block_bytes, id_column
+        self._forced: dict[str, pa.DataType] = {}
+        self._hashed: dict[str, set[pa.DataType]] = {}  # column -> the types its written values were hashed as
+        self._written = 0  # rows of this file already handed to the parts
+
+    def run(self, *, ids: _BatchIds, parts: _PartWriter, where: str, stop: Callable[[], bool]) -> SourceScan:
+        """Raises: _NeedsTwoReads, _Reused (`stop()` said so), IngestError (an unreadable file)."""
+        bad: list[str] = []
+        names: list[str] = []
+        inferred: dict[str, pa.DataType] = {}
+        # Ends as `_scan_csv` does: each restart widens one column one step, or doubles the batch size.
+        while True:
+            bad.clear()
+            options = _csv_options(
+                self.path, self._config, block_bytes=self._block_bytes, column_types=self._forced, malformed=bad
+            )
+            try:
+                reader = pa_csv.open_csv(self.path, **options)
+                names, inferred = reader.schema.names, {f.name: f.type for f in reader.schema}
+                stats = _ProbeRows(reader.schema)
+                self._pass(reader, stats, ids=ids, parts=parts, where=where, stop=stop)
+            except pa.ArrowInvalid as exc:
+                if "straddling object" in str(exc):  # one row spans several batches: read bigger ones
+                    self._block_bytes *= 2
+                    continue
+                failed = _FAILED_COLUMN.search(str(exc))
+                index = int(failed.group(1)) if failed else -1
+                if not 0 <= index < len(names) or pa.types.is_string(self._forced.get(names[index], pa.null())):
+                    raise _unreadable_csv(self.path, exc) from exc
+                self._widen(names[index], self._forced.get(names[index], inferred[names[index]]))
+                continue
+            scan = SourceScan(
+                source=self.source,
+                rows=stats.rows,
+                malformed=list(bad),
+                probe=_to_pandas(stats.probe()),
+                schema=stats.schema,
+                block_bytes=self._block_bytes,
+            )
+            _check_has_rows(scan)
+            return scan
+
+    def _widen(self, name: str, current: pa.DataType) -> None:
+        hashed = self._hashed.get(name, set())
+        wider = _wider_type(current)
+        if hashed and pa.types.is_integer(current):
+            wider = pa.float64()  # bool parses no value int64 fails on but "true"/"false", which float64 fails on too
+        elif hashed and pa.types.is_date(current):
+            wider = pa.timestamp("s")  # time32 fails on the dates already read
+        if name == self._id_column or not all(_keeps_hashes(h, wider) for h in hashed):
+            raise _NeedsTwoReads
+        self._forced[name] = wider
+
+    def _pass(
+        self,
+        reader: pa_csv.CSVStreamingReader,
+        stats: _ProbeRows,
+        *,
+        ids: _BatchIds,
+        parts: _PartWriter,
+        where: str,
+        stop: Callable[[], bool],
+    ) -> None:
+        start = 0
         for batch in reader:
             if stop():
                 raise _Reused
             stats.add(batch)
-            if parts.layout is None or not parts.layout.equals(reader.schema):  # the previous file's types?
-                parts.start_part(_part_schema(source, batch, where), layout=reader.schema, source=source.path)
-            parts.append(ids.add(_with_arrow_provenance(batch, path.name, start)))
+            skip = min(max(self._written - start, 0), batch.num_rows)
+            if skip:
+                self._check_rehashed(batch.slice(0, skip))
             start += batch.num_rows
-    except pa.ArrowInvalid as exc:
-        if "straddling object" in str(exc) or _FAILED_COLUMN.search(str(exc)):
-            raise _NeedsTwoReads from exc
-        raise _unreadable_csv(path, exc) from exc
-    scan = SourceScan(
-        source=source,
-        rows=stats.rows,
-        malformed=bad,
-        probe=_to_pandas(stats.probe()),
-        schema=stats.schema,
-        block_bytes=block_bytes,
-    )
-    _check_has_rows(scan)
-    return scan
+            if skip == batch.num_rows:
+                continue
+            fresh = batch.slice(skip) if skip else batch
+            if parts.layout is None or not parts.layout.equals(reader.schema):  # the previous file's types?
+                parts.start_part(_part_schema(self.source, fresh, where), layout=reader.schema, source=self.source.path)
+            parts.append(ids.add(_with_arrow_provenance(fresh, self.path.name, start - fresh.num_rows)))
+            self._written = start
+            for name, column in zip(fresh.schema.names, fresh.columns, strict=True):
+                if column.null_count < len(column):
+                    self._hashed.setdefault(name, set()).add(column.type)
+
+    def _check_rehashed(self, rows: pa.RecordBatch) -> None:
+        """Rows written before a restart: an integer past 2**53 hashes otherwise as a float."""
+        for name, types in self._hashed.items():
+            column = rows.column(name)
+            if pa.types.is_floating(column.type) and any(pa.types.is_integer(t) for t in types):
+                largest = pc.max(pc.abs(column)).as_py()
+                if largest is not None and largest > 2**53:
+                    raise _NeedsTwoReads
 
 
 def _assemble_parts(parts: list[tuple[Path, pa.Schema]], target: Path, schema: pa.Schema) -> None:
@@ -1323,11 +1405,14 @@ def _write_csv_once(
         _Reused: `stop()` said so between two batches.
         IngestError: an unreadable file, or values Parquet cannot store.
     """
-    column = _planned_id_column(files, config)
+    column = _planned_id_column(files, config, block_bytes)
     ids = _BatchIds(column, configured=bool(config.id_column))
     parts = _PartWriter(target.parent)
     try:
-        scans = [_stream_csv(f, config, block_bytes, ids=ids, parts=parts, where=where, stop=stop) for f in files]
+        scans = [
+            _CsvStream(f, config, block_bytes, id_column=column).run(ids=ids, parts=parts, where=where, stop=stop)
+            for f in files
+        ]
     finally:
         parts.close()
     if _text_columns(scans):

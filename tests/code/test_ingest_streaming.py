@@ -47,6 +47,8 @@ def _rows(n: int, line: str) -> str:
 CSV_CASES = {
     # a column that looks like integers for many blocks, then holds a float
     "int widens to float late": "text,n\n" + _rows(300, "row {i},{i}\n") + "last,1.5\n",
+    # past 2**53 the float a widened int becomes is another number, and so is its content id
+    "large ints widen to float late": "text,n\n" + _rows(300, "row {i},900719925474099{i}\n") + "last,1.5\n",
     # an int column whose only missing value comes late: pandas makes the whole column float64
     "int with a late null": "text,n\n" + _rows(300, "row {i},{i}\n") + "last,\n",
     # the first block sees only empty values
