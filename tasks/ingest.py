@@ -492,7 +492,10 @@ class OccurrenceCounter:
         prior = np.zeros(unique.size, dtype=np.int64)
         for i in np.flatnonzero(seen):
             prior[i] = self._repeats.get(int(unique[i]), 1)
-        occurrence = prior[inverse] + _rank_within(inverse)
+        occurrence = prior[inverse]
+        within = counts[inverse] > 1  # most hashes occur once in a batch: rank only the others (a sort)
+        if within.any():
+            occurrence[within] += _rank_within(inverse[within])
         for i in np.flatnonzero(seen | (counts > 1)):
             self._repeats[int(unique[i])] = int(prior[i] + counts[i])
         self._add_run(unique[~seen])
@@ -578,7 +581,8 @@ class _ProbeRows:
     def add(self, batch: pa.RecordBatch) -> None:
         wanted: set[int] = set()
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            for kind, index in _probe_indices(column).items():
+            done = {kind for column_name, kind in self._found if column_name == name}
+            for kind, index in _probe_indices(column, skip=done).items():
                 if (name, kind) not in self._found:
                     self._found.add((name, kind))
                     wanted.add(index)
@@ -589,23 +593,27 @@ class _ProbeRows:
         return pa.Table.from_batches(self._picked, schema=self.schema)
 
 
-def _probe_indices(column: pa.Array) -> dict[str, int]:
-    """Row index of the first value, the first null and the first of each timestamp precision."""
+def _probe_indices(column: pa.Array, *, skip: Collection[str] = ()) -> dict[str, int]:
+    """Row index of the first value, the first null and the first of each timestamp precision.
+
+    Kinds in `skip` (found in an earlier batch) are not looked for: the precision checks cost a pass each.
+    """
     found: dict[str, int] = {}
-    if column.null_count < len(column):
+    if "value" not in skip and column.null_count < len(column):
         found["value"] = int(pc.index(column.is_valid(), True).as_py())
-    if column.null_count:
+    if "null" not in skip and column.null_count:
         found["null"] = int(pc.index(column.is_null(), True).as_py())
     kind = column.type
     if pa.types.is_timestamp(kind) or pa.types.is_duration(kind):
         per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[kind.unit]
-        ticks = column.cast(pa.int64()).fill_null(0).to_numpy()
         # pandas' format flags: not at midnight / whole days, then sub-second, sub-ms, sub-us parts
-        for divisor in (86_400 * per_second, per_second, per_second // 1_000, per_second // 1_000_000):
-            if divisor > 1:
-                hits = np.flatnonzero(ticks % divisor)
-                if hits.size:
-                    found[f"precision-{divisor}"] = int(hits[0])
+        divisors = (86_400 * per_second, per_second, per_second // 1_000, per_second // 1_000_000)
+        wanted = [d for d in divisors if d > 1 and f"precision-{d}" not in skip]
+        ticks = column.cast(pa.int64()).fill_null(0).to_numpy() if wanted else np.zeros(0, np.int64)
+        for divisor in wanted:
+            hits = np.flatnonzero(ticks % divisor)
+            if hits.size:
+                found[f"precision-{divisor}"] = int(hits[0])
     return found
 
 
