@@ -973,6 +973,18 @@ class _IdFilter:
             self._repeated.append(batch.filter(pa.array(repeated)).to_pandas())
         return batch.filter(pa.array(~missing & ~repeated))
 
+    def conform_rejected(self, layout: pd.DataFrame) -> None:
+        """The rows `keep_batch` left out, in the snapshot's columns and dtypes, as `keep` gets them."""
+        body = layout.drop(columns=[ITEM_ID], errors="ignore")
+
+        def conform(frame: pd.DataFrame) -> pd.DataFrame:
+            conformed = _conform(frame.drop(columns=[ITEM_ID]), body)
+            conformed.insert(0, ITEM_ID, frame[ITEM_ID])
+            return conformed
+
+        self._missing = [conform(frame) for frame in self._missing]
+        self._repeated = [conform(frame) for frame in self._repeated]
+
     def quarantine(self, data_path: Path) -> pd.DataFrame:
         """The rows left out, each with a reason that names the column, the first row with its id, and the fix."""
         if not self._missing and not self._repeated:
@@ -1427,6 +1439,8 @@ def _write_csv_once(
         raise _NeedsTwoReads
     _id_column(scans, config)
     layout = _snapshot_layout(scans)
+    if ids.filter is not None:
+        ids.filter.conform_rejected(layout)
     try:
         _assemble_parts(parts.parts, target, _arrow_schema(layout, where))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
