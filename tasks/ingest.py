@@ -1110,9 +1110,9 @@ def _write_snapshot_data(
 # different columns), the parts are cast into the snapshot's types a row group at a time: a Parquet read
 # and write, far cheaper than parsing the CSV again. A later block that needs a wider type restarts the
 # reader (`_CsvStream`): the rows before it are parsed again, not hashed or written again. What would change
-# ids already given out takes the two-read
-# path above (`scan_source` + `write_snapshot`): a column that turns to text or bool after values of another
-# kind, a widened id column, and files that disagree on a column's kind (stored as their text).
+# ids already given out takes the two-read path above (`scan_source` + `write_snapshot`): a column that turns
+# to text or bool after values of another kind, a widened id column, and files that disagree on a column's
+# kind (stored as their text).
 
 
 class _NeedsTwoReads(Exception):
