@@ -1647,8 +1647,9 @@ def ingest_files(
 ) -> Snapshot:
     """Stream source files into a content-hashed snapshot folder, or reuse the existing one.
 
-    Unchanged files are only hashed, never parsed. `flows/ingest.py` runs the same steps with one
-    task per file (`describe_source`, `scan_source`) so a Dask cluster can share them out.
+    Unchanged files are hashed, and CSV files parsed only while the hash runs beside the parse: it stops
+    once the hashes name the existing snapshot. `flows/ingest.py` runs the two-read steps with one task
+    per file (`describe_source`, `scan_source`) so a Dask cluster can share them out.
 
     Args:
         block_bytes: CSV bytes per batch; memory grows with it, the snapshot does not change.
