@@ -11,7 +11,7 @@ reserved prefix (`tasks.columns`).
 CSV and Parquet files are streamed: read in batches and appended to the snapshot with a
 `ParquetWriter`, so memory stays at a few batches plus 8 bytes per distinct row (the
 seen-set of row hashes, `OccurrenceCounter`) whatever the file size. JSONL files are
-read whole.
+read whole. `ingest_files` parses CSV files once (see "one read" below).
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ import glob
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -489,7 +492,10 @@ class OccurrenceCounter:
         prior = np.zeros(unique.size, dtype=np.int64)
         for i in np.flatnonzero(seen):
             prior[i] = self._repeats.get(int(unique[i]), 1)
-        occurrence = prior[inverse] + _rank_within(inverse)
+        occurrence = prior[inverse]
+        within = counts[inverse] > 1  # most hashes occur once in a batch: rank only the others (a sort)
+        if within.any():
+            occurrence[within] += _rank_within(inverse[within])
         for i in np.flatnonzero(seen | (counts > 1)):
             self._repeats[int(unique[i])] = int(prior[i] + counts[i])
         self._add_run(unique[~seen])
@@ -524,7 +530,8 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 
 
 # --- streaming ---------------------------------------------------------------------------------------------
-# Every file is read twice, a batch at a time:
+# The two-read path (`scan_source` + `write_snapshot`: the flow's per-file tasks, Parquet and JSONL files, and
+# CSV inputs that "one read" below hands back) reads every file twice, a batch at a time:
 #   1. scan: learn the Arrow types the WHOLE file needs (a column of integers in the first block may
 #      hold "1.5" millions of lines later), count rows, collect malformed lines, and keep a few probe
 #      rows (`_ProbeRows`) that carry the whole file's pandas dtypes and timestamp precisions;
@@ -574,7 +581,8 @@ class _ProbeRows:
     def add(self, batch: pa.RecordBatch) -> None:
         wanted: set[int] = set()
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            for kind, index in _probe_indices(column).items():
+            done = {kind for column_name, kind in self._found if column_name == name}
+            for kind, index in _probe_indices(column, skip=done).items():
                 if (name, kind) not in self._found:
                     self._found.add((name, kind))
                     wanted.add(index)
@@ -585,23 +593,27 @@ class _ProbeRows:
         return pa.Table.from_batches(self._picked, schema=self.schema)
 
 
-def _probe_indices(column: pa.Array) -> dict[str, int]:
-    """Row index of the first value, the first null and the first of each timestamp precision."""
+def _probe_indices(column: pa.Array, *, skip: Collection[str] = ()) -> dict[str, int]:
+    """Row index of the first value, the first null and the first of each timestamp precision.
+
+    Kinds in `skip` (found in an earlier batch) are not looked for: the precision checks cost a pass each.
+    """
     found: dict[str, int] = {}
-    if column.null_count < len(column):
+    if "value" not in skip and column.null_count < len(column):
         found["value"] = int(pc.index(column.is_valid(), True).as_py())
-    if column.null_count:
+    if "null" not in skip and column.null_count:
         found["null"] = int(pc.index(column.is_null(), True).as_py())
     kind = column.type
     if pa.types.is_timestamp(kind) or pa.types.is_duration(kind):
         per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[kind.unit]
-        ticks = column.cast(pa.int64()).fill_null(0).to_numpy()
         # pandas' format flags: not at midnight / whole days, then sub-second, sub-ms, sub-us parts
-        for divisor in (86_400 * per_second, per_second, per_second // 1_000, per_second // 1_000_000):
-            if divisor > 1:
-                hits = np.flatnonzero(ticks % divisor)
-                if hits.size:
-                    found[f"precision-{divisor}"] = int(hits[0])
+        divisors = (86_400 * per_second, per_second, per_second // 1_000, per_second // 1_000_000)
+        wanted = [d for d in divisors if d > 1 and f"precision-{d}" not in skip]
+        ticks = column.cast(pa.int64()).fill_null(0).to_numpy() if wanted else np.zeros(0, np.int64)
+        for divisor in wanted:
+            hits = np.flatnonzero(ticks % divisor)
+            if hits.size:
+                found[f"precision-{divisor}"] = int(hits[0])
     return found
 
 
@@ -744,9 +756,15 @@ def scan_source(source: SourceFile, config: SourceConfig, block_bytes: int = CSV
         frame, malformed, mixed = _read_jsonl(path, config)
         probe = frame.iloc[_pandas_probe_indices(frame)]
         scan = SourceScan(source=source, rows=len(frame), malformed=malformed, probe=probe, mixed=mixed)
-    if scan.rows == 0 and not scan.malformed:
-        raise IngestError(f"{path} has no data rows (only a header?); fill it or remove it from source.path.")
+    _check_has_rows(scan)
     return scan
+
+
+def _check_has_rows(scan: SourceScan) -> None:
+    if scan.rows == 0 and not scan.malformed:
+        raise IngestError(
+            f"{scan.source.path} has no data rows (only a header?); fill it or remove it from source.path."
+        )
 
 
 def _iter_frames(
@@ -919,21 +937,53 @@ class _IdFilter:
         self._missing: list[pd.DataFrame] = []
         self._repeated: list[pd.DataFrame] = []
 
-    def keep(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The batch with its ids first (as text), less the rows with no id or an id seen before."""
-        ids = values_as_text(frame[self.column])
+    def _classify(self, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Which ids are missing, and which repeat an earlier one (counting them as seen)."""
         missing = ids.isna().to_numpy()
-        occurrence = np.zeros(len(frame), dtype=np.int64)
+        occurrence = np.zeros(len(ids), dtype=np.int64)
         occurrence[~missing] = self._counter.occurrences(
             pd.util.hash_pandas_object(ids[~missing], index=False).to_numpy()
         )
+        return missing, occurrence > 0
+
+    def keep(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The batch with its ids first (as text), less the rows with no id or an id seen before."""
+        ids = values_as_text(frame[self.column])
+        missing, repeated = self._classify(ids)
         frame = frame.drop(columns=[ITEM_ID], errors="ignore")
         frame.insert(0, ITEM_ID, ids)
         if missing.any():
             self._missing.append(frame[missing])
-        if (occurrence > 0).any():
-            self._repeated.append(frame[occurrence > 0])
-        return frame[~missing & (occurrence == 0)]
+        if repeated.any():
+            self._repeated.append(frame[repeated])
+        return frame[~missing & ~repeated]
+
+    def keep_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """`keep` for an Arrow batch: only the id column and the rows left out go through pandas."""
+        ids = values_as_text(batch.column(self.column).to_pandas())
+        missing, repeated = self._classify(ids)
+        others = [i for i, name in enumerate(batch.schema.names) if name != ITEM_ID]
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(ids, type=pa.large_string(), from_pandas=True), *(batch.column(i) for i in others)],
+            names=[ITEM_ID, *(batch.schema.names[i] for i in others)],
+        )
+        if missing.any():
+            self._missing.append(batch.filter(pa.array(missing)).to_pandas())
+        if repeated.any():
+            self._repeated.append(batch.filter(pa.array(repeated)).to_pandas())
+        return batch.filter(pa.array(~missing & ~repeated))
+
+    def conform_rejected(self, layout: pd.DataFrame) -> None:
+        """The rows `keep_batch` left out, in the snapshot's columns and dtypes, as `keep` gets them."""
+        body = layout.drop(columns=[ITEM_ID], errors="ignore")
+
+        def conform(frame: pd.DataFrame) -> pd.DataFrame:
+            conformed = _conform(frame.drop(columns=[ITEM_ID]), body)
+            conformed.insert(0, ITEM_ID, frame[ITEM_ID])
+            return conformed
+
+        self._missing = [conform(frame) for frame in self._missing]
+        self._repeated = [conform(frame) for frame in self._repeated]
 
     def quarantine(self, data_path: Path) -> pd.DataFrame:
         """The rows left out, each with a reason that names the column, the first row with its id, and the fix."""
@@ -994,6 +1044,11 @@ class _Written:
     rejected_per_file: dict[str, int]
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    # ids and row numbers never repeat: a dictionary for them is built, found useless and dropped, per batch
+    return [name for name in schema.names if name not in (ITEM_ID, SOURCE_ROW)]
+
+
 def _write_snapshot_data(
     scans: list[SourceScan], target: Path, config: SourceConfig, *, where: str, block_bytes: int
 ) -> _Written:
@@ -1010,9 +1065,7 @@ def _write_snapshot_data(
     ids = _IdFilter(id_column, configured=bool(config.id_column)) if id_column else None
     content_schema = schema.remove(0)  # without the id column, which content ids are added to
     kept = 0
-    # ids and row numbers never repeat: a dictionary for them is built, found useless and dropped, per batch
-    dictionary = [name for name in schema.names if name not in (ITEM_ID, SOURCE_ROW)]
-    with pq.ParquetWriter(target, schema, use_dictionary=dictionary) as writer:
+    with pq.ParquetWriter(target, schema, use_dictionary=_dictionary_columns(schema)) as writer:
         for scan in scans:
             name, start = Path(scan.source.path).name, 0
             for batch in _iter_frames(scan, config, block_bytes, text):
@@ -1046,6 +1099,360 @@ def _write_snapshot_data(
         quarantine=ids.quarantine(target) if ids is not None else empty_quarantine(),
         text_columns=text,
         rejected_per_file=ids.rejected_per_file() if ids is not None else {},
+    )
+
+
+# --- one read ----------------------------------------------------------------------------------------------
+# `ingest_files` parses CSV files once: each batch gets its ids and is appended to a Parquet part as it is
+# parsed, while `_ProbeRows` gathers the whole file's dtypes as the scan does. Content ids hash each value's
+# canonical form (`tasks.rowhash`), so they do not depend on the type a column is finally stored as; when
+# the parts' types are not the snapshot's (an int column with a late gap is float64 in pandas, files with
+# different columns), the parts are cast into the snapshot's types a row group at a time: a Parquet read
+# and write, far cheaper than parsing the CSV again. A later block that needs a wider type restarts the
+# reader (`_CsvStream`): the rows before it are parsed again, not hashed or written again. What would change
+# ids already given out takes the two-read path above (`scan_source` + `write_snapshot`): a column that turns
+# to text or bool after values of another kind, a widened id column, and files that disagree on a column's
+# kind (stored as their text).
+
+
+class _NeedsTwoReads(Exception):
+    """The input needs the two-read path; the one-read ingest stops and leaves nothing behind."""
+
+
+def _arrow_conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """A batch in the snapshot's columns and types, as `_conform` then `Table.from_pandas` would give it."""
+    columns = []
+    for target in schema:
+        if target.name not in table.schema.names:
+            columns.append(pa.nulls(table.num_rows, target.type))  # what concat fills a missing column with
+            continue
+        column = table.column(target.name)
+        if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)  # pandas: NaN is missing
+        # Unsafe: int64 -> float64 rounds past 2**53 as pandas' astype does, instead of raising
+        columns.append(column if column.type == target.type else column.cast(target.type, safe=False))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class _PartWriter:
+    """Batches appended to Parquet parts in a folder, on a thread; a part holds batches of one source type layout.
+
+    Conforming and Parquet encoding release the GIL, so they run beside the next batch's parse and
+    hashing. The queue holds at most `depth` batches (4 MiB of CSV each), which bounds the memory.
+    """
+
+    def __init__(self, folder: Path, *, depth: int = 4) -> None:
+        self.parts: list[tuple[Path, pa.Schema]] = []
+        self.rows = 0
+        self.layout: pa.Schema | None = None
+        """The CSV reader's types of the batches in the current part."""
+        self._folder = folder
+        self._sources: list[str] = []  # the file each part starts with, for messages
+        self._queue: queue.Queue[tuple[int, pa.RecordBatch] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="sluice-parquet-parts", daemon=True)
+        self._thread.start()
+
+    def start_part(self, schema: pa.Schema, *, layout: pa.Schema, source: str) -> None:
+        self.layout = layout
+        self._sources.append(source)
+        self.parts.append((self._folder / f".part-{len(self.parts)}.parquet", schema))
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        assert self.parts, "start_part before append"
+        self.rows += batch.num_rows
+        self._put((len(self.parts) - 1, batch))
+
+    def close(self) -> list[tuple[Path, pa.Schema]]:
+        """The parts, once all are written.
+
+        Raises:
+            IngestError: a batch's values cannot be stored in its part's types.
+        """
+        if self._thread.is_alive():
+            self._put(None)
+            self._thread.join()
+        if isinstance(self._error, pa.ArrowInvalid | pa.ArrowTypeError):
+            raise IngestError(
+                f"{self._sources[-1]} cannot be stored as Parquet ({self._error}); make the values of each column "
+                "one type."
+            ) from self._error
+        if self._error is not None:
+            raise self._error
+        return self.parts
+
+    def _put(self, item: tuple[int, pa.RecordBatch] | None) -> None:
+        while True:
+            if self._error is not None and item is not None:
+                self.close()  # raises the writer's error
+            try:
+                self._queue.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                continue
+
+    def _drain(self) -> None:
+        writer: pq.ParquetWriter | None = None
+        current = -1
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # keep taking batches so that the parsing thread never waits on a dead writer
+            index, batch = item
+            try:
+                path, schema = self.parts[index]
+                if writer is None or index != current:
+                    if writer is not None:
+                        writer.close()
+                    writer = pq.ParquetWriter(path, schema, use_dictionary=_dictionary_columns(schema))
+                    current = index
+                writer.write_table(_arrow_conform(batch, schema))
+            except BaseException as exc:
+                self._error = exc
+        if writer is not None:
+            try:
+                writer.close()
+            except BaseException as exc:
+                self._error = self._error or exc
+
+
+def _csv_header(path: Path, config: SourceConfig, block_bytes: int) -> list[str]:
+    """A CSV file's column names, from its first block (at least 64 KiB, more while the first row is longer)."""
+    block = min(1 << 16, block_bytes)
+    while True:
+        options = _csv_options(path, config, block_bytes=block, column_types={}, malformed=None)
+        try:
+            return list(pa_csv.open_csv(path, **options).schema.names)
+        except pa.ArrowInvalid as exc:
+            if "straddling object" in str(exc):
+                block *= 2
+                continue
+            raise _NeedsTwoReads from exc  # not CSV: the two-read path words the message
+
+
+def _planned_id_column(files: list[SourceFile], config: SourceConfig, block_bytes: int) -> str | None:
+    """The id column `_id_column` will settle on, read from the headers before any data.
+
+    Raises:
+        _NeedsTwoReads: a name `_id_column` rejects; the two-read path raises its message.
+    """
+    headers = [_csv_header(Path(f.path), config, block_bytes) for f in files]
+    with_item_id = any(ITEM_ID in names for names in headers)
+    column = config.id_column or (ITEM_ID if with_item_id else None)
+    clash = bool(config.id_column) and config.id_column != ITEM_ID and with_item_id
+    lacking = column is not None and any(column not in names for names in headers)
+    if clash or lacking or any(reserved_columns(names) for names in headers):
+        raise _NeedsTwoReads
+    return column
+
+
+def _part_schema(source: SourceFile, batch: pa.RecordBatch, where: str) -> pa.Schema:
+    """The snapshot schema the batch alone would give: a part's guess, right unless later rows say otherwise."""
+    probe = _ProbeRows(batch.schema)
+    probe.add(batch)
+    single = SourceScan(source=source, rows=batch.num_rows, malformed=[], probe=_to_pandas(probe.probe()))
+    return _arrow_schema(_snapshot_layout([single]), where)
+
+
+def _with_arrow_provenance(batch: pa.RecordBatch, name: str, start: int) -> pa.RecordBatch:
+    n = batch.num_rows
+    files = pa.nulls(n, pa.large_string()).fill_null(name)
+    rows = pa.array(np.arange(start, start + n, dtype=np.int64))
+    return pa.RecordBatch.from_arrays([*batch.columns, files, rows], names=[*batch.schema.names, *PROVENANCE])
+
+
+class _BatchIds:
+    """Item ids for a stream of Arrow batches: the id column's text, or content hashes with repeat suffixes."""
+
+    def __init__(self, column: str | None, *, configured: bool) -> None:
+        self.filter = _IdFilter(column, configured=configured) if column else None
+        self._counter = OccurrenceCounter()
+
+    def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with its ids first, less the rows the id filter quarantines."""
+        if self.filter is not None:
+            return self.filter.keep_batch(batch)
+        hashes = _content_hashes(batch)
+        item_ids = _format_ids(hashes, self._counter.occurrences(hashes)).cast(pa.large_string())
+        return pa.RecordBatch.from_arrays([item_ids, *batch.columns], names=[ITEM_ID, *batch.schema.names])
+
+
+def _keeps_hashes(hashed: pa.DataType, wider: pa.DataType) -> bool:
+    """Whether values hashed as `hashed` hash the same read as `wider` (`tasks.rowhash`'s canonical forms)."""
+    if hashed == wider:
+        return True
+    if pa.types.is_integer(hashed):
+        return pa.types.is_float64(wider)  # integral floats hash as int64 (values past 2**53 are checked)
+    if pa.types.is_date32(hashed):
+        return pa.types.is_timestamp(wider) and wider.tz is None  # a date hashes as its midnight
+    if pa.types.is_timestamp(hashed):
+        return pa.types.is_timestamp(wider) and wider.tz == hashed.tz  # both in nanoseconds
+    return False
+
+
+class _CsvStream:
+    """One CSV file parsed once into the parts, with its ids; the scan's rows, malformed lines and probe.
+
+    Arrow's streaming reader fixes the types from the first block, so a later value that does not fit
+    stops it (`_scan_csv` explains the order of types tried). Then the reader starts again with that
+    column one type wider and skips the rows already written; their part is cast when the parts are
+    assembled, and their ids stand as long as the wider type hashes their values the same (int to
+    float, date to timestamp, seconds to nanoseconds, or a column that held no values). Otherwise,
+    and for a widened id column, the file needs the two-read path. A row longer than a batch restarts
+    the reader with batches twice as big, skipping the same way.
+    """
+
+    def __init__(self, source: SourceFile, config: SourceConfig, block_bytes: int, *, id_column: str | None) -> None:
+        self.source, self.path = source, Path(source.path)
+        self._config, self._block_bytes, self._id_column = config, block_bytes, id_column
+        self._forced: dict[str, pa.DataType] = {}
+        self._hashed: dict[str, set[pa.DataType]] = {}  # column -> the types its written values were hashed as
+        self._written = 0  # rows of this file already handed to the parts
+
+    def run(self, *, ids: _BatchIds, parts: _PartWriter, where: str, stop: Callable[[], bool]) -> SourceScan:
+        """Raises: _NeedsTwoReads, _Reused (`stop()` said so), IngestError (an unreadable file)."""
+        bad: list[str] = []
+        names: list[str] = []
+        inferred: dict[str, pa.DataType] = {}
+        # Ends as `_scan_csv` does: each restart widens one column one step, or doubles the batch size.
+        while True:
+            bad.clear()
+            options = _csv_options(
+                self.path, self._config, block_bytes=self._block_bytes, column_types=self._forced, malformed=bad
+            )
+            try:
+                reader = pa_csv.open_csv(self.path, **options)
+                names, inferred = reader.schema.names, {f.name: f.type for f in reader.schema}
+                stats = _ProbeRows(reader.schema)
+                self._pass(reader, stats, ids=ids, parts=parts, where=where, stop=stop)
+            except pa.ArrowInvalid as exc:
+                if "straddling object" in str(exc):  # one row spans several batches: read bigger ones
+                    self._block_bytes *= 2
+                    continue
+                failed = _FAILED_COLUMN.search(str(exc))
+                index = int(failed.group(1)) if failed else -1
+                if not 0 <= index < len(names) or pa.types.is_string(self._forced.get(names[index], pa.null())):
+                    raise _unreadable_csv(self.path, exc) from exc
+                self._widen(names[index], self._forced.get(names[index], inferred[names[index]]))
+                continue
+            scan = SourceScan(
+                source=self.source,
+                rows=stats.rows,
+                malformed=list(bad),
+                probe=_to_pandas(stats.probe()),
+                schema=stats.schema,
+                block_bytes=self._block_bytes,
+            )
+            _check_has_rows(scan)
+            return scan
+
+    def _widen(self, name: str, current: pa.DataType) -> None:
+        hashed = self._hashed.get(name, set())
+        wider = _wider_type(current)
+        if hashed and pa.types.is_integer(current):
+            wider = pa.float64()  # bool parses no value int64 fails on but "true"/"false", which float64 fails on too
+        elif hashed and pa.types.is_date(current):
+            wider = pa.timestamp("s")  # time32 fails on the dates already read
+        if name == self._id_column or not all(_keeps_hashes(h, wider) for h in hashed):
+            raise _NeedsTwoReads
+        self._forced[name] = wider
+
+    def _pass(
+        self,
+        reader: pa_csv.CSVStreamingReader,
+        stats: _ProbeRows,
+        *,
+        ids: _BatchIds,
+        parts: _PartWriter,
+        where: str,
+        stop: Callable[[], bool],
+    ) -> None:
+        start = 0
+        for batch in reader:
+            if stop():
+                raise _Reused
+            stats.add(batch)
+            skip = min(max(self._written - start, 0), batch.num_rows)
+            if skip:
+                self._check_rehashed(batch.slice(0, skip))
+            start += batch.num_rows
+            if skip == batch.num_rows:
+                continue
+            fresh = batch.slice(skip) if skip else batch
+            if parts.layout is None or not parts.layout.equals(reader.schema):  # the previous file's types?
+                parts.start_part(_part_schema(self.source, fresh, where), layout=reader.schema, source=self.source.path)
+            parts.append(ids.add(_with_arrow_provenance(fresh, self.path.name, start - fresh.num_rows)))
+            self._written = start
+            for name, column in zip(fresh.schema.names, fresh.columns, strict=True):
+                if column.null_count < len(column):
+                    self._hashed.setdefault(name, set()).add(column.type)
+
+    def _check_rehashed(self, rows: pa.RecordBatch) -> None:
+        """Rows written before a restart: an integer past 2**53 hashes otherwise as a float."""
+        for name, types in self._hashed.items():
+            column = rows.column(name)
+            if pa.types.is_floating(column.type) and any(pa.types.is_integer(t) for t in types):
+                largest = pc.max(pc.abs(column)).as_py()
+                if largest is not None and largest > 2**53:
+                    raise _NeedsTwoReads
+
+
+def _assemble_parts(parts: list[tuple[Path, pa.Schema]], target: Path, schema: pa.Schema) -> None:
+    """The parts as one file in the snapshot's schema: renamed if they have it, else cast a row group at a time."""
+    if len(parts) == 1 and parts[0][1].equals(schema, check_metadata=True):
+        parts[0][0].rename(target)
+        return
+    with pq.ParquetWriter(target, schema, use_dictionary=_dictionary_columns(schema)) as writer:
+        for path, _ in parts:
+            part = pq.ParquetFile(path)
+            for group in range(part.num_row_groups):
+                writer.write_table(_arrow_conform(part.read_row_group(group), schema))
+            path.unlink()
+
+
+def _write_csv_once(
+    files: list[SourceFile],
+    target: Path,
+    config: SourceConfig,
+    *,
+    where: str,
+    block_bytes: int,
+    stop: Callable[[], bool] = lambda: False,
+) -> tuple[list[SourceScan], _Written]:
+    """Parse every CSV file once into `target` with item ids; rows with an empty or repeated id go to quarantine.
+
+    Raises:
+        _NeedsTwoReads: see the section's comment.
+        _Reused: `stop()` said so between two batches.
+        IngestError: an unreadable file, or values Parquet cannot store.
+    """
+    column = _planned_id_column(files, config, block_bytes)
+    ids = _BatchIds(column, configured=bool(config.id_column))
+    parts = _PartWriter(target.parent)
+    try:
+        scans = [
+            _CsvStream(f, config, block_bytes, id_column=column).run(ids=ids, parts=parts, where=where, stop=stop)
+            for f in files
+        ]
+    finally:
+        parts.close()
+    if _text_columns(scans):
+        raise _NeedsTwoReads
+    _id_column(scans, config)
+    layout = _snapshot_layout(scans)
+    if ids.filter is not None:
+        ids.filter.conform_rejected(layout)
+    try:
+        _assemble_parts(parts.parts, target, _arrow_schema(layout, where))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise IngestError(
+            f"{where} cannot be stored as Parquet ({exc}); make the values of each column one type."
+        ) from exc
+    return scans, _Written(
+        columns=[ITEM_ID, *(str(c) for c in layout.columns if c != ITEM_ID)],
+        rows=parts.rows,
+        quarantine=ids.filter.quarantine(target) if ids.filter is not None else empty_quarantine(),
+        text_columns={},
+        rejected_per_file=ids.filter.rejected_per_file() if ids.filter is not None else {},
     )
 
 
@@ -1097,8 +1504,15 @@ def write_snapshot(
     existing = find_snapshot(files, snapshot_root=snapshot_root, config=config)
     if existing is not None:
         return existing
-    snapshot_id = snapshot_id_for(files, config)
-    malformed = [
+
+    def write(target: Path, where: str) -> tuple[list[SourceScan], _Written]:
+        return scans, _write_snapshot_data(scans, target, config, where=where, block_bytes=block_bytes)
+
+    return _stage_snapshot(files, snapshot_root=snapshot_root, config=config, write=write)
+
+
+def _malformed_quarantine(scans: list[SourceScan]) -> list[pd.DataFrame]:
+    return [
         quarantine_rows(
             pd.DataFrame({SOURCE_FILE: [Path(s.source.path).name] * len(s.malformed), "line": s.malformed}),
             step="ingest",
@@ -1107,15 +1521,45 @@ def write_snapshot(
         for s in scans
     ]
 
-    # Write into a temporary folder and rename: a crash never leaves a half snapshot behind.
-    directory = snapshot_root / snapshot_id
-    staging = snapshot_root / f".{snapshot_id}.tmp-{os.getpid()}-{id(scans):x}"
-    staging.mkdir(parents=True, exist_ok=True)
+
+def _stage_snapshot(
+    files: list[SourceFile],
+    *,
+    snapshot_root: Path,
+    config: SourceConfig,
+    write: Callable[[Path, str], tuple[list[SourceScan], _Written]],
+) -> Snapshot:
+    """A new snapshot folder: `write(data path, where)` writes the data, then quarantine and manifest follow."""
+    snapshot_id = snapshot_id_for(files, config)
+    staging = _staging_folder(snapshot_root, snapshot_id)
     try:
-        written = _write_snapshot_data(
-            scans, staging / "data.parquet", config, where=f"snapshot {snapshot_id}", block_bytes=block_bytes
-        )
-        quarantine = concat_quarantine([*malformed, written.quarantine])
+        scans, written = write(staging / "data.parquet", f"snapshot {snapshot_id}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _seal_snapshot(staging, snapshot_id, scans, written, snapshot_root=snapshot_root, config=config)
+
+
+def _staging_folder(snapshot_root: Path, name: str) -> Path:
+    # Write into a temporary folder and rename: a crash never leaves a half snapshot behind.
+    staging = snapshot_root / f".{name}.tmp-{os.getpid()}-{threading.get_ident():x}"
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def _seal_snapshot(
+    staging: Path,
+    snapshot_id: str,
+    scans: list[SourceScan],
+    written: _Written,
+    *,
+    snapshot_root: Path,
+    config: SourceConfig,
+) -> Snapshot:
+    """Quarantine and manifest beside the written data, then the staging folder renamed into place."""
+    directory = snapshot_root / snapshot_id
+    try:
+        quarantine = concat_quarantine([*_malformed_quarantine(scans), written.quarantine])
         rows_in = sum(s.rows + len(s.malformed) for s in scans)
         check_conservation(rows_in, written.rows, len(quarantine), stage="ingest")
         write_quarantine(quarantine, staging / "quarantine.parquet")
@@ -1142,13 +1586,70 @@ def write_snapshot(
     return Snapshot(snapshot_id, directory, manifest)
 
 
+class _Reused(Exception):
+    """The sources' hashes name a snapshot that exists: the parse stops."""
+
+
+def _csv_files(paths: list[Path], config: SourceConfig) -> bool:
+    """Whether every path is an existing CSV file (anything else: `describe_source` words the problem)."""
+    try:
+        return all(path.is_file() and _detect_format(path, config.format) == "csv" for path in paths)
+    except IngestError:
+        return False
+
+
+def _ingest_csv(
+    paths: list[Path], *, snapshot_root: Path, config: SourceConfig, block_bytes: int
+) -> Snapshot | list[SourceFile]:
+    """CSV files parsed once while a thread hashes them (sha256 and Arrow's UTF-8 check release the GIL).
+
+    The parse stops once the hashes name an existing snapshot, so unchanged files cost their hash and the
+    few batches parsed meanwhile; a file the hash rejects (empty, binary, undecodable) is reported as such,
+    whatever the parse made of it.
+
+    Returns:
+        The snapshot, or the described files when the input needs the two-read path.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-sha256") as pool:
+        hashing = pool.submit(lambda: [describe_source(path, config) for path in paths])
+        found: list[Snapshot | None] = []
+
+        def reused() -> bool:  # polled between batches; raises the hash's error as soon as there is one
+            if not found and hashing.done():
+                found.append(find_snapshot(hashing.result(), snapshot_root=snapshot_root, config=config))
+            return bool(found) and found[0] is not None
+
+        pending = [SourceFile(path=str(path), sha256="", bytes=0, format="csv") for path in paths]
+        staging = _staging_folder(snapshot_root, "ingest")
+        where = f"the snapshot of {', '.join(path.name for path in paths)}"
+        try:
+            try:
+                scans, written = _write_csv_once(
+                    pending, staging / "data.parquet", config, where=where, block_bytes=block_bytes, stop=reused
+                )
+            finally:
+                files = hashing.result()  # the hash's error comes first: it names what is wrong with the file
+            if reused():
+                raise _Reused
+        except (_Reused, _NeedsTwoReads):
+            shutil.rmtree(staging, ignore_errors=True)
+            return found[0] if found and found[0] is not None else files
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    scans = [replace(scan, source=file) for scan, file in zip(scans, files, strict=True)]
+    snapshot_id = snapshot_id_for(files, config)
+    return _seal_snapshot(staging, snapshot_id, scans, written, snapshot_root=snapshot_root, config=config)
+
+
 def ingest_files(
     paths: list[Path], *, snapshot_root: Path, config: SourceConfig, block_bytes: int = CSV_BLOCK_BYTES
 ) -> Snapshot:
     """Stream source files into a content-hashed snapshot folder, or reuse the existing one.
 
-    Unchanged files are only hashed, never parsed. `flows/ingest.py` runs the same steps with one
-    task per file (`describe_source`, `scan_source`) so a Dask cluster can share them out.
+    Unchanged files are hashed, and CSV files parsed only while the hash runs beside the parse: it stops
+    once the hashes name the existing snapshot. `flows/ingest.py` runs the two-read steps with one task
+    per file (`describe_source`, `scan_source`) so a Dask cluster can share them out.
 
     Args:
         block_bytes: CSV bytes per batch; memory grows with it, the snapshot does not change.
@@ -1156,10 +1657,16 @@ def ingest_files(
     Raises:
         IngestError: a missing, empty, undecodable or unreadable file; the message says what to fix.
     """
-    files = [describe_source(path, config) for path in paths]
-    existing = find_snapshot(files, snapshot_root=snapshot_root, config=config)
-    if existing is not None:
-        return existing
+    if _csv_files(paths, config):
+        outcome = _ingest_csv(paths, snapshot_root=snapshot_root, config=config, block_bytes=block_bytes)
+        if isinstance(outcome, Snapshot):
+            return outcome
+        files = outcome  # a surprise the two-read path handles (see "one read" above); nothing was kept
+    else:
+        files = [describe_source(path, config) for path in paths]
+        existing = find_snapshot(files, snapshot_root=snapshot_root, config=config)
+        if existing is not None:
+            return existing
     scans = [scan_source(source, config, block_bytes=block_bytes) for source in files]
     return write_snapshot(scans, snapshot_root=snapshot_root, config=config, block_bytes=block_bytes)
 

@@ -14,8 +14,11 @@ from tasks.ingest import (
     OccurrenceCounter,
     SourceConfig,
     derive_item_ids,
+    describe_source,
     ingest_files,
     read_source,
+    scan_source,
+    write_snapshot,
 )
 
 TINY_BLOCK = 512  # bytes per CSV batch: every case below spans many batches
@@ -47,6 +50,8 @@ def _rows(n: int, line: str) -> str:
 CSV_CASES = {
     # a column that looks like integers for many blocks, then holds a float
     "int widens to float late": "text,n\n" + _rows(300, "row {i},{i}\n") + "last,1.5\n",
+    # past 2**53 the float a widened int becomes is another number, and so is its content id
+    "large ints widen to float late": "text,n\n" + _rows(300, "row {i},900719925474099{i}\n") + "last,1.5\n",
     # an int column whose only missing value comes late: pandas makes the whole column float64
     "int with a late null": "text,n\n" + _rows(300, "row {i},{i}\n") + "last,\n",
     # the first block sees only empty values
@@ -135,6 +140,24 @@ def test_a_changed_reader_option_is_a_different_snapshot_but_block_size_is_not(t
     large = ingest_files([path], snapshot_root=tmp_path / "s2", config=config)
     assert small.snapshot_id == large.snapshot_id
     pd.testing.assert_frame_equal(small.load(), large.load())
+
+
+@pytest.mark.parametrize("id_column", ["id", None], ids=["id column", "content ids"])
+def test_one_read_and_two_reads_write_the_same_snapshot(tmp_path: Path, id_column: str | None) -> None:
+    """`ingest_files` parses CSV once; the flow's per-file tasks scan, then write: both give one snapshot."""
+    (tmp_path / "a.csv").write_text("id,text,n\n" + _rows(300, "{i},a {i},{i}\n") + "5,again,1\n,no id,2.5\nbad\n")
+    (tmp_path / "b.csv").write_text("id,text,n,extra\n" + _rows(300, "{i}00,b {i},,e{i}\n") + "7,again,3,x\n")
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    config = SourceConfig(path=str(tmp_path), id_column=id_column)
+    one = ingest_files(paths, snapshot_root=tmp_path / "one", config=config, block_bytes=TINY_BLOCK)
+    scans = [scan_source(describe_source(p, config), config, block_bytes=TINY_BLOCK) for p in paths]
+    two = write_snapshot(scans, snapshot_root=tmp_path / "two", config=config, block_bytes=TINY_BLOCK)
+    assert one.snapshot_id == two.snapshot_id
+    pd.testing.assert_frame_equal(one.load(), two.load())
+    pd.testing.assert_frame_equal(one.load_quarantine(), two.load_quarantine())  # the rows' JSON too
+    assert {k: v for k, v in one.manifest.items() if k != "created_at"} == {
+        k: v for k, v in two.manifest.items() if k != "created_at"
+    }
 
 
 @pytest.mark.parametrize("run_cap", [4, 64, 1 << 22])
