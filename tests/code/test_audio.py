@@ -25,8 +25,9 @@ from tasks.audio import (
     log_mel_batch,
 )
 from tasks.audio_models import Wav2Vec2Classifier, build_audio_cnn, build_wav2vec2, save_wav2vec2
-from tasks.demo_audio import write_speech_commands
+from tasks.demo_audio import WORDS, write_speech_commands
 from tasks.demo_data import DemoDataError
+from tasks.label_config import load_label_config
 from tasks.split import assign_splits
 from tasks.train import set_seed, train_step
 
@@ -126,6 +127,12 @@ def test_a_bad_file_raises_bad_audio_naming_the_file_and_the_fix(tmp_path: Path,
     with pytest.raises(BadAudio, match=fix) as info:
         load_audio(path)
     assert str(path) in str(info.value)
+
+
+def test_a_file_cut_off_mid_sample_still_reads_its_whole_samples(tmp_path: Path) -> None:
+    path = _write_wav(tmp_path / "cut.wav", _sine(440.0, 0.1, SAMPLE_RATE), SAMPLE_RATE)
+    path.write_bytes(path.read_bytes()[:-1])  # a download or copy that stopped one byte short
+    assert load_audio(path).shape == (1599,)
 
 
 def test_an_audio_column_gives_a_reason_per_bad_row_and_reads_the_rest(tmp_path: Path) -> None:
@@ -249,3 +256,10 @@ def test_the_demo_without_espeak_says_to_run_make_audio(tmp_path: Path, monkeypa
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DemoDataError, match="make audio"):
         write_speech_commands(tmp_path, words=("up",), voices=("en-us",))
+
+
+# -- Label Studio --------------------------------------------------------------
+def test_the_audio_label_config_plays_the_audio_column_and_offers_the_demo_words() -> None:
+    config = load_label_config(Path(__file__).parents[2] / "label_config" / "audio_classification.xml", WORDS)
+    assert (config.object_type, config.data_key) == ("Audio", "audio")
+    assert config.build_result("stop")[0]["to_name"] == "audio"
