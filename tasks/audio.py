@@ -174,7 +174,10 @@ def log_mel(waveform: torch.Tensor, *, n_mels: int = N_MELS, sample_rate: int = 
         n_fft=N_FFT,
         hop_length=HOP_LENGTH,
         window=torch.hann_window(N_FFT, device=waveform.device),
+        # Zero padding, not torch's default reflection: reflection needs more than n_fft / 2 samples and
+        # would crash on a clip trimmed to a single click.
         center=True,
+        pad_mode="constant",
         return_complex=True,
     )
     power = spec.real**2 + spec.imag**2
