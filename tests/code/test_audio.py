@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import wave
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -186,6 +187,16 @@ def test_a_clip_shorter_than_one_frame_still_gets_a_fingerprint(clip: torch.Tens
 
 
 # -- models --------------------------------------------------------------------
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Train on one intra-op thread: the suite runs three test processes on two cores, and torch's
+    threads then wait on each other at every op (the Wav2Vec2 test took 70 s on two threads, 7 s on one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _train_losses(model: nn.Module, inputs: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> list[float]:
     """Full-batch steps of the pipeline's own `train_step` (Adam, gradients clipped at 1)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -212,6 +223,7 @@ def _labels(spoken: pd.DataFrame) -> torch.Tensor:
     return torch.tensor([classes.index(w) for w in spoken["label"]])
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_the_log_mel_cnn_learns_spoken_words(spoken: pd.DataFrame) -> None:
     set_seed(0)
     features = log_mel_batch(list(spoken["waveform"]))
@@ -219,6 +231,7 @@ def test_the_log_mel_cnn_learns_spoken_words(spoken: pd.DataFrame) -> None:
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_the_wav2vec2_encoder_learns_spoken_words(spoken: pd.DataFrame) -> None:
     set_seed(0)
     batch = torch.stack([fix_duration(w, 9600) for w in spoken["waveform"]])  # the middle 0.6 s of each clip
