@@ -223,6 +223,11 @@ def fingerprint_audio(waveform: torch.Tensor) -> int:
     A gain change adds a constant to the log-mel, which only moves the DCT's DC term (left out of the
     hash); trimming to the speech removes offsets and padding. Re-encodings and copies at another
     gain hash within a few bits of each other; different words differ in many.
+
+    Measured on the 320-clip espeak demo (2026-12): no two different words within 8 bits (closest 12);
+    copies at a third of the gain, shifted by 2 ms, within 4. Not matched: a copy that went through
+    8 kHz (telephone band, up to 18 bits off). The same word by two espeak voices is often within 6
+    bits (one synthesiser, median 14): merging split groups on this key would join the demo's voices.
     """
     return hash_image(_fingerprint_image(waveform))
 
