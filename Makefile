@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # so three processes keep two cores busy. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 3
 
-.PHONY: demo test install labelstudio browser postgres system lint format ui serve stop clean-home bench
+.PHONY: demo test install labelstudio browser postgres system audio lint format ui serve stop clean-home bench
 
 demo: install labelstudio
 	$(VENV)/bin/sluice demo
@@ -74,6 +74,14 @@ postgres:
 	  echo 'create_main_cluster = false' | $(SUDO) tee /etc/postgresql-common/createcluster.d/sluice.conf >/dev/null && \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+# The audio demo (tasks/demo_audio.py) speaks its command words with Debian's espeak-ng, installed when missing;
+# without it the tests that need spoken words skip and say why.
+audio:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+		( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng ) \
+		|| echo "sluice: could not install espeak-ng with apt-get: the audio demo and its tests will skip"; }
 
 lint: install
 	$(VENV)/bin/ruff check .
