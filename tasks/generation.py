@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,7 +370,9 @@ def generate_texts(lm: CausalLM, prompts: Sequence[str], config: GenerationConfi
         if limit is not None:
             ids = ids[-(limit - config.max_new_tokens) :]  # keep the end of a long prompt: it is the context
         if sampling:
-            set_seed(config.seed, deterministic=False)
+            # Seeded by the prompt too: its draws do not depend on the prompts before it, yet two prompts
+            # do not share one stream of draws (which makes their samples alike).
+            set_seed(config.seed + zlib.crc32(prompt.encode()))
         input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
         with torch.inference_mode():
             out = lm.model.generate(
