@@ -8,11 +8,13 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from tasks.generation import (
     CausalLM,
@@ -60,7 +62,17 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained() -> Trained:
+def one_thread() -> Iterator[None]:
+    # On a shared 2-core machine two torch threads contend with the other processes: a tiny GPT-2 step
+    # ran ~10x slower with 2 threads than with 1 at a load average of 10.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread: None) -> Trained:
     corpus = _corpus(64)
     train, val, test = corpus.iloc[:40], corpus.iloc[40:52], corpus.iloc[52:]
     lm = prepare_lm(TINY, train)
@@ -77,7 +89,7 @@ def test_fine_tuning_lowers_test_perplexity(trained: Trained) -> None:
     assert val[-1] < val[0]
 
 
-def test_same_seed_trains_the_same_model() -> None:
+def test_same_seed_trains_the_same_model(one_thread: None) -> None:
     corpus = _corpus(24)
     config = TINY.model_copy(update={"epochs": 1})
     runs = []
@@ -108,7 +120,9 @@ def test_a_fresh_process_generates_the_same_text(trained: Trained, tmp_path: Pat
         "from tasks.generation_model import TextGenerator\n"
         "print(json.dumps(TextGenerator.load(sys.argv[1], device='cpu').generate(json.loads(sys.argv[2]))))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    # The same thread count as here: another split of a matmul's sums could flip a near-tie in argmax.
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": threads}
     there = subprocess.run(
         [sys.executable, "-c", script, str(directory), json.dumps(PROMPTS)],
         capture_output=True,
