@@ -30,6 +30,7 @@ test:
 system:
 	@$(MAKE) --no-print-directory browser
 	@$(MAKE) --no-print-directory postgres
+	@$(MAKE) --no-print-directory audio
 
 install: $(STAMP)
 
