@@ -32,6 +32,7 @@ from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
 from tasks.label_quality import Inputs, audit_test_metrics, flag_label_issues, oof_from_training
 from tasks.leakage import LeakageReport
+from tasks.modalities import all_role_columns, get_modality
 from tasks.promotion import Comparison, OnnxParity, select_compared_items
 from tasks.quarantine import concat_quarantine, update_quarantine
 
@@ -125,8 +126,9 @@ def persist_quarantine(
 
 
 def quality_inputs(config: PipelineConfig) -> Inputs:
-    """What the quick label-quality model reads: the text column for text data, else the feature columns."""
-    text = config.columns.text if config.train.task == "text" else None
+    """What the quick label-quality model reads: the text column where the modality reads text, else the features."""
+    reads_text = any(role.keyword == "text_col" for role in get_modality(config.train.task).roles)
+    text = config.columns.text if reads_text else None
     return Inputs(text_col=text, feature_cols=tuple(config.columns.features), group_col=config.columns.group)
 
 
@@ -379,9 +381,7 @@ def tune(
         "base": config.train,
         "label_col": LABEL,
         "classes": config.labels.classes,
-        "text_col": config.columns.text,
-        "feature_cols": config.columns.features or None,
-        "image_col": config.columns.image,
+        **all_role_columns(config.columns),
         "on_trial": lambda params, metrics: trials.append({"params": params, "metrics": metrics}),
     }
     if config.tuning.method == "grid":
@@ -416,9 +416,7 @@ def cross_validate(
         config=train_config,
         label_col=LABEL,
         classes=config.labels.classes,
-        text_col=config.columns.text,
-        feature_cols=config.columns.features or None,
-        image_col=config.columns.image,
+        **all_role_columns(config.columns),
     )
     create_table_artifact(
         key=artifact_key(config.name, "cross-validation"),
@@ -469,9 +467,7 @@ def train(
         label_col=LABEL,
         classes=config.labels.classes,
         config=train_config,
-        text_col=config.columns.text,
-        feature_cols=config.columns.features or None,
-        image_col=config.columns.image,
+        **all_role_columns(config.columns),
         checkpoint_dir=claim.directory,
     )
     if result.resumed_from_epoch is not None:

@@ -8,6 +8,7 @@ that defines it, imported before the config is read).
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from tasks.modalities.base import (
     DuplicateSettings,
@@ -126,6 +127,6 @@ def resolve_architecture(task: str, architecture: str) -> str:
     return architecture
 
 
-def all_role_columns(columns: object) -> dict[str, object]:
+def all_role_columns(columns: object) -> dict[str, Any]:
     """Role keyword -> column of every registered modality's roles, from a `ColumnsConfig`."""
     return role_columns(registered_modalities(), columns)

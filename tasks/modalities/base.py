@@ -64,12 +64,14 @@ class Modality:
         roles: the `columns:` roles it reads (the first is the one annotators see).
         architectures: the `train.architecture` names it trains; "auto" picks the first.
         label_studio_tag: the Label Studio object tag that shows an item, or None when it cannot be annotated.
+        drafted_train: the `train:` settings `sluice init` drafts for this kind of data.
     """
 
     name: ClassVar[str]
     roles: ClassVar[tuple[Role, ...]]
     architectures: ClassVar[tuple[str, ...]]
     label_studio_tag: ClassVar[str | None] = None
+    drafted_train: ClassVar[dict[str, Any]] = {}
 
     # -- columns -------------------------------------------------------------------------------------------------
     def input_columns(self, columns: Mapping[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ class ImageModality(Modality):
     roles: ClassVar[tuple[Role, ...]] = (Role("image", "image_col", "the column holding image arrays or paths"),)
     architectures: ClassVar[tuple[str, ...]] = ("cnn",)
     label_studio_tag: ClassVar[str | None] = "Image"
+    drafted_train: ClassVar[dict[str, Any]] = {"channels": [16, 32], "epochs": 15, "patience": 3, "batch_size": 64}
 
     def _column(self, columns: Mapping[str, Any]) -> str:
         return str(columns.get("image_col"))

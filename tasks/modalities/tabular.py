@@ -24,6 +24,13 @@ class TabularModality(Modality):
     roles: ClassVar[tuple[Role, ...]] = (Role("features", "feature_cols", "the columns to learn from", many=True),)
     architectures: ClassVar[tuple[str, ...]] = ("mlp",)
     label_studio_tag: ClassVar[str | None] = None  # a row of numbers has no Label Studio object tag here
+    drafted_train: ClassVar[dict[str, Any]] = {
+        "hidden": [64, 64],
+        "dropout": 0.2,
+        "epochs": 60,
+        "patience": 8,
+        "batch_size": 64,
+    }
 
     def fit_encoder(
         self, train: pd.DataFrame, config: TrainConfig, spec: ModelSpec, columns: Mapping[str, Any]

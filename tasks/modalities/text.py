@@ -39,6 +39,7 @@ class TextModality(Modality):
     # hashed_bag: fast, from scratch; transformer: fine-tuned from train.pretrained_dir.
     architectures: ClassVar[tuple[str, ...]] = ("hashed_bag", "transformer")
     label_studio_tag: ClassVar[str | None] = "Text"
+    drafted_train: ClassVar[dict[str, Any]] = {"epochs": 30, "patience": 4, "batch_size": 64}
 
     def _column(self, columns: Mapping[str, Any]) -> str:
         return str(columns.get("text_col"))
