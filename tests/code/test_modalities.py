@@ -178,3 +178,27 @@ def test_label_studio_tag_and_task_data() -> None:
         tabular.annotation_column({"feature_cols": ["x"]})
     with pytest.raises(ValueError, match=r"columns\.text"):
         text.annotation_column({})
+
+
+def test_predictor_json_keeps_its_keys(tmp_path: Path) -> None:
+    """Saved predictors read by older code (and the MLflow signature) see the same spec as before modalities."""
+    frame, columns = _frames()["tabular"]
+    frame = frame.assign(label=["pos", "pos", "neg", "neg"])
+    predictor = _make_predictor(
+        frame, TrainConfig(task="tabular", hidden=[4]), ["neg", "pos"], text_col=None, image_col=None, **columns
+    )
+    predictor.save(tmp_path)
+    spec = json.loads((tmp_path / "predictor.json").read_text())
+    assert list(spec) == [
+        "format_version",
+        "task",
+        "classes",
+        "text_col",
+        "feature_cols",
+        "image_col",
+        "features",
+        "model",
+        "batch_size",
+        "torch_version",
+    ]
+    assert (spec["text_col"], spec["feature_cols"], spec["image_col"]) == (None, ["x", "kind"], None)
