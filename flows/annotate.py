@@ -50,6 +50,7 @@ from tasks.consensus import (
 )
 from tasks.label_config import LabelConfig, build_review_config, load_label_config
 from tasks.label_quality import measure_labelling, plan_next_round
+from tasks.modalities import all_role_columns, get_modality
 from tasks.simulate import build_annotation_payloads, simulate_annotations, simulate_extra
 from tasks.telemetry import annotator_telemetry, plot_annotator_telemetry, telemetry_markdown, with_crowdlab_quality
 
@@ -115,6 +116,11 @@ def _annotation_config(config: PipelineConfig) -> AnnotationConfig:
     return config.annotation
 
 
+def _shown_column(config: PipelineConfig) -> str:
+    """The column annotators see: the one the modality (train.task) shows in its Label Studio object tag."""
+    return get_modality(config.train.task).annotation_column(all_role_columns(config.columns))
+
+
 def _client(config: PipelineConfig, home: Home, url: str) -> LabelStudioClient:
     token = config.labelstudio.resolve_token(home)
     return LabelStudioClient.connect(url, token)
@@ -167,7 +173,7 @@ def check_gold(config: PipelineConfig) -> pd.DataFrame | None:
     if annotation.gold is None:
         return None
     return load_gold(
-        config.resolve_path(annotation.gold), text_col=str(config.columns.text), classes=config.labels.classes
+        config.resolve_path(annotation.gold), text_col=_shown_column(config), classes=config.labels.classes
     )
 
 
@@ -242,7 +248,7 @@ def sync_out(
         1,
         description="Items the annotators disagreed on: pick the final label.",
     )
-    text_col = str(config.columns.text)
+    text_col = _shown_column(config)
     stream, gold_now = plan_stream(
         items, client.list_tasks(project_id), gold, rate=annotation.gold_rate, text_col=text_col
     )
@@ -257,6 +263,7 @@ def sync_out(
         predictions=suggestions,
         annotations=payloads,
         data_key=label_config.data_key,
+        task_data=get_modality(config.train.task).task_data,
     )
     if gold is not None:
         # Set again on every sync: changing the project's overlap resets every task's own.
@@ -414,7 +421,7 @@ def send_to_review(
     if result.queue.empty:
         return 0
     annotations = synced.items.annotations[["item_id", "annotator", "label"]]
-    text_col = str(config.columns.text)
+    text_col = _shown_column(config)
     votes = annotations.groupby("item_id")[["annotator", "label"]].apply(
         lambda g: dict(zip(g["annotator"], g["label"], strict=True))
     )

@@ -288,13 +288,16 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- tune (optional): a grid or Optuna search on the validation split --------------------------------
     tuned = config.tuning.method != "none"
-    train_config, trials = steps.tune(config, frames) if tuned else (config.train, list[dict[str, Any]]())
+    training = steps.training_data(config)
+    train_config, trials = (
+        steps.tune(config.tuning, config.train, training, frames) if tuned else (config.train, list[dict[str, Any]]())
+    )
 
     # --- cross-validate (optional): group-aware folds over the train rows ----------------------------------
-    cv = steps.cross_validate(config, train_config, split.data) if config.tuning.cross_validate else None
+    cv = steps.cross_validate(train_config, training, split.data) if config.tuning.cross_validate else None
 
     # --- train: the chosen configuration, once more on train, early-stopped on val ----------------------------
-    trained = steps.train(config, train_config, frames, run_dir, where.checkpoints / key)
+    trained = steps.train(train_config, training, frames, run_dir, where.checkpoints / key)
 
     # --- test (once), and on the test items with settled labels ----------------------------------------
     tested = steps.test(config, trained, frames["test"], run_dir)

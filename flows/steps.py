@@ -6,6 +6,7 @@ summary artifact for the Prefect UI. No stage logic lives here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from flows import relabel
 from sluice import errors, fingerprint, tracking
 from sluice.checkpoints import checkpoint_folder, claim_checkpoints
-from sluice.config import PipelineConfig
+from sluice.config import PipelineConfig, TuningConfig
 from sluice.home import Home
 from sluice.secrets import resolve_secret
 from tasks import clean as clean_stage
@@ -32,6 +33,7 @@ from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
 from tasks.label_quality import Inputs, audit_test_metrics, flag_label_issues, oof_from_training
 from tasks.leakage import LeakageReport
+from tasks.modalities import all_role_columns, get_modality
 from tasks.promotion import Comparison, OnnxParity, select_compared_items
 from tasks.quarantine import concat_quarantine, update_quarantine
 
@@ -124,9 +126,25 @@ def persist_quarantine(
     return update_quarantine(fresh, quarantine_file(home, snapshot.snapshot_id), steps=ran)
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What the training steps read besides their own config section: the dataset's name (artifact keys),
+    its classes, and the modality's role columns (`tasks.modalities.all_role_columns`)."""
+
+    name: str
+    classes: list[str]
+    columns: dict[str, Any]
+
+
+def training_data(config: PipelineConfig) -> TrainingData:
+    """The `TrainingData` of a pipeline config."""
+    return TrainingData(name=config.name, classes=list(config.labels.classes), columns=all_role_columns(config.columns))
+
+
 def quality_inputs(config: PipelineConfig) -> Inputs:
-    """What the quick label-quality model reads: the text column for text data, else the feature columns."""
-    text = config.columns.text if config.train.task == "text" else None
+    """What the quick label-quality model reads: the text column where the modality reads text, else the features."""
+    reads_text = any(role.keyword == "text_col" for role in get_modality(config.train.task).roles)
+    text = config.columns.text if reads_text else None
     return Inputs(text_col=text, feature_cols=tuple(config.columns.features), group_col=config.columns.group)
 
 
@@ -371,57 +389,52 @@ def carry_assignment(config: PipelineConfig, outcome: split_stage.SplitOutcome, 
 
 @task(name="tune")
 def tune(
-    config: PipelineConfig, frames: dict[str, pd.DataFrame]
+    tuning: TuningConfig, base: train_stage.TrainConfig, data: TrainingData, frames: dict[str, pd.DataFrame]
 ) -> tuple[train_stage.TrainConfig, list[dict[str, Any]]]:
     """The best training configuration on the validation split, and every trial (params, metrics)."""
     trials: list[dict[str, Any]] = []
     common: dict[str, Any] = {
-        "base": config.train,
+        "base": base,
         "label_col": LABEL,
-        "classes": config.labels.classes,
-        "text_col": config.columns.text,
-        "feature_cols": config.columns.features or None,
-        "image_col": config.columns.image,
+        "classes": data.classes,
+        **data.columns,
         "on_trial": lambda params, metrics: trials.append({"params": params, "metrics": metrics}),
     }
-    if config.tuning.method == "grid":
-        result = tune_stage.grid_search(frames["train"], frames["val"], grid=config.tuning.grid, **common)
+    if tuning.method == "grid":
+        result = tune_stage.grid_search(frames["train"], frames["val"], grid=tuning.grid, **common)
     else:
         result = tune_stage.optuna_search(
             frames["train"],
             frames["val"],
-            search_space=config.tuning.search_space,
-            n_trials=config.tuning.n_trials,
-            seed=config.train.seed,
+            search_space=tuning.search_space,
+            n_trials=tuning.n_trials,
+            seed=base.seed,
             **common,
         )
     create_table_artifact(
-        key=artifact_key(config.name, "tuning-trials"),
+        key=artifact_key(data.name, "tuning-trials"),
         table=records(result.trials.astype(str)),
-        description=f"{config.tuning.method} search: best {result.best_params} "
-        f"({result.monitor} {result.best_metric:.4f})",
+        description=f"{tuning.method} search: best {result.best_params} ({result.monitor} {result.best_metric:.4f})",
     )
     return result.best_config, trials
 
 
 @task(name="cross-validate")
 def cross_validate(
-    config: PipelineConfig, train_config: train_stage.TrainConfig, data: pd.DataFrame
+    train_config: train_stage.TrainConfig, data: TrainingData, rows: pd.DataFrame
 ) -> tune_stage.CVResult:
     """k-fold cross-validation over the train rows' group-aware folds: mean and spread of each metric."""
-    pool = data[data[FOLD] >= 0]
+    pool = rows[rows[FOLD] >= 0]
     result = tune_stage.cross_validate(
         pool,
         pool[FOLD],
         config=train_config,
         label_col=LABEL,
-        classes=config.labels.classes,
-        text_col=config.columns.text,
-        feature_cols=config.columns.features or None,
-        image_col=config.columns.image,
+        classes=data.classes,
+        **data.columns,
     )
     create_table_artifact(
-        key=artifact_key(config.name, "cross-validation"),
+        key=artifact_key(data.name, "cross-validation"),
         table=records(result.fold_metrics.round(4).astype(str)),
         description="Per-fold metrics; "
         + ", ".join(
@@ -452,8 +465,8 @@ def mark_crashed(flow_run_id: str, resumed_by: str) -> bool:
 
 @task(name="train")
 def train(
-    config: PipelineConfig,
     train_config: train_stage.TrainConfig,
+    data: TrainingData,
     frames: dict[str, pd.DataFrame],
     run_dir: Path,
     checkpoints: Path,
@@ -467,11 +480,9 @@ def train(
         frames["train"],
         frames["val"],
         label_col=LABEL,
-        classes=config.labels.classes,
+        classes=data.classes,
         config=train_config,
-        text_col=config.columns.text,
-        feature_cols=config.columns.features or None,
-        image_col=config.columns.image,
+        **data.columns,
         checkpoint_dir=claim.directory,
     )
     if result.resumed_from_epoch is not None:
@@ -482,7 +493,7 @@ def train(
         )
     history = pd.DataFrame(result.history)
     create_table_artifact(
-        key=artifact_key(config.name, "training-history"),
+        key=artifact_key(data.name, "training-history"),
         table=records(history.round(4)),
         description=f"Per-epoch metrics (best epoch {result.best_epoch}, device {result.device})",
     )

@@ -379,6 +379,7 @@ class LabelStudioClient:
         data_key: str | None = None,
         extra_cols: Sequence[str] = (),
         model_version: str | None = None,
+        task_data: Callable[[Any], Any] | None = None,
     ) -> ImportResult:
         """Import the items the project does not hold yet, in batches, with inline extras.
 
@@ -393,6 +394,8 @@ class LabelStudioClient:
             annotations: optional item_id -> Label Studio annotation payloads
                 (`tasks.simulate.build_annotation_payloads`).
             extra_cols: more item columns copied into the task data.
+            task_data: turns a `text_col` cell into its task data (the modality's `task_data`, e.g. an
+                image path as text); None stores the cell as it is.
         """
         for col in (id_col, text_col, *extra_cols):
             if col not in items.columns:
@@ -415,11 +418,13 @@ class LabelStudioClient:
         n_preds = n_anns = 0
         batch: list[dict[str, Any]] = []
         columns = [id_col, text_col, *extra_cols]
+        shown = task_data or (lambda value: value)
         for row in fresh[columns].itertuples(index=False, name=None):
             record = dict(zip(columns, row, strict=True))
             item_id = _plain(record[id_col])
             task: dict[str, Any] = {
-                "data": {key: _plain(record[text_col]), _ID_FIELD: item_id} | {c: _plain(record[c]) for c in extra_cols}
+                "data": {key: _plain(shown(record[text_col])), _ID_FIELD: item_id}
+                | {c: _plain(record[c]) for c in extra_cols}
             }
             if preds := preds_by_item.get(str(item_id)):
                 task["predictions"] = preds

@@ -15,6 +15,7 @@ by a temporal split) are ignored.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from tasks.columns import SPLITS
-from tasks.neardup import canonical_text, connected_groups, score_near_duplicates
+from tasks.modalities import registered_modalities
 
 Severity = Literal["hard", "soft", "info"]
 
@@ -40,9 +41,9 @@ _MIN_TOKEN_SUPPORT = 3
 _ID_LIFT = 0.2
 # Total variation distance between a split's label mix and train's that is worth a warning.
 _MAX_LABEL_TVD = 0.1
-_EXAMPLES = 5
+EXAMPLES = 5
 _COPY_EXAMPLES = 20
-_DUPLICATE_FIX = "re-split with duplicates merged (tasks.split)"
+DUPLICATE_FIX = "re-split with duplicates merged (tasks.split)"
 _SNIPPET = 80
 
 
@@ -52,7 +53,7 @@ class LeakageError(RuntimeError):
     def __init__(self, report: LeakageReport) -> None:
         failed = "; ".join(f"{c.name}: {c.summary}" for c in report.failures)
         fixes = "; ".join(dict.fromkeys(c.fix for c in report.failures if c.fix))
-        super().__init__(f"leakage between splits: {failed}. Fix: {fixes or _DUPLICATE_FIX}")
+        super().__init__(f"leakage between splits: {failed}. Fix: {fixes or DUPLICATE_FIX}")
         self.report = report
 
 
@@ -174,6 +175,7 @@ def leakage_report(
     time_ordered: bool = True,
     max_label_shift: float | None = None,
     copies: pd.DataFrame | None = None,
+    columns: Mapping[str, Any] | None = None,
 ) -> LeakageReport:
     """Check a split for leaks; see the module docstring for the checks.
 
@@ -189,6 +191,8 @@ def leakage_report(
             val/test fail the report (as does a single class there); None warns only.
         copies: rows quarantined before the split as copies of rows in other groups
             (item_id, group, original, original_group, kind), listed in the report.
+        columns: the modalities' role columns (`{"image_col": ...}`, tasks.modalities); each registered
+            modality adds its own checks (text: exact and near duplicates on `text_col`).
     """
     if not splits.index.equals(df.index):
         raise ValueError("splits must be on the frame's index (the Series assign_splits returned for it)")
@@ -207,8 +211,7 @@ def leakage_report(
 
     checks = [
         _check_split_sizes(sizes),
-        _check_exact(frame, split, text_col),
-        _check_near(frame, split, text_col, near_threshold),
+        *_modality_checks(frame, split, {"text_col": text_col, **(columns or {})}, near_threshold),
         _check_groups(frame, split, group_col),
         _check_time(frame, split, time_col, ordered=time_ordered),
     ]
@@ -226,6 +229,16 @@ def leakage_report(
 
 
 # -- checks ------------------------------------------------------------------
+def _modality_checks(
+    frame: pd.DataFrame, split: npt.NDArray[Any], columns: Mapping[str, Any], near_threshold: float | None
+) -> list[LeakageCheck]:
+    return [
+        check
+        for modality in registered_modalities()
+        for check in modality.leakage_checks(frame, split, columns, near_threshold=near_threshold)
+    ]
+
+
 def _check_split_sizes(sizes: dict[str, int]) -> LeakageCheck:
     empty = [s for s, n in sizes.items() if n == 0]
     return LeakageCheck(
@@ -237,95 +250,15 @@ def _check_split_sizes(sizes: dict[str, int]) -> LeakageCheck:
     )
 
 
-def _check_exact(frame: pd.DataFrame, split: npt.NDArray[Any], text_col: str | None) -> LeakageCheck:
-    name = "exact_duplicates"
-    if text_col is None:
-        return _skipped(name, "hard", "text_col")
-    norms = pd.Series([canonical_text(_text(v)) for v in frame[text_col]], dtype=object)
-    norms = norms.where(norms.str.len() > 0)
-    spans = pd.DataFrame({"norm": norms.to_numpy(), "split": split}).dropna().groupby("norm")["split"].nunique()
-    crossing = spans[spans > 1]
-    rows = int(norms.isin(crossing.index).sum())
-    examples = []
-    for norm in crossing.index[:_EXAMPLES]:
-        members = np.flatnonzero((norms == norm).to_numpy())
-        examples.append(
-            {
-                "text": _snippet(frame[text_col].iloc[members[0]]),
-                "rows": {s: frame.index[members[split[members] == s]].tolist() for s in SPLITS},
-            }
-        )
-    return LeakageCheck(
-        name=name,
-        severity="hard",
-        passed=len(crossing) == 0,
-        summary=f"{len(crossing)} texts ({rows} rows) appear in more than one split"
-        if len(crossing)
-        else "no text appears in two splits",
-        details={"clusters_across_splits": len(crossing), "rows_involved": rows},
-        examples=examples,
-        fix=_DUPLICATE_FIX,
-    )
-
-
-def _check_near(
-    frame: pd.DataFrame, split: npt.NDArray[Any], text_col: str | None, threshold: float | None
-) -> LeakageCheck:
-    name = "near_duplicates"
-    if text_col is None:
-        return _skipped(name, "hard", "text_col")
-    if threshold is None:
-        return _skipped(name, "hard", "near_duplicates: minhash")
-    texts = [_text(v) for v in frame[text_col]]
-    norms = np.array([canonical_text(t) for t in texts], dtype=object)
-    pairs, jaccard = score_near_duplicates(texts, threshold=threshold)
-    near = norms[pairs[:, 0]] != norms[pairs[:, 1]] if len(pairs) else np.zeros(0, dtype=bool)
-    # Clusters joined through exact copies count too: a near duplicate of a train
-    # text's copy is still a near duplicate of the train text.
-    clusters = connected_groups(len(texts), pairs)
-    per_cluster = pd.DataFrame({"c": clusters, "s": split, "n": norms})
-    stats = per_cluster.groupby("c").agg(splits=("s", "nunique"), texts=("n", "nunique"))
-    leaking = stats[(stats["splits"] > 1) & (stats["texts"] > 1)].index
-    cross = near & (split[pairs[:, 0]] != split[pairs[:, 1]]) if len(pairs) else near
-    order = np.argsort(-jaccard[cross], kind="stable")[:_EXAMPLES]
-    examples = []
-    for i, j, score in zip(pairs[cross][order, 0], pairs[cross][order, 1], jaccard[cross][order], strict=True):
-        examples.append(
-            {
-                "jaccard": round(float(score), 3),
-                "a": {"row": frame.index[i], "split": split[i], "text": _snippet(texts[i])},
-                "b": {"row": frame.index[j], "split": split[j], "text": _snippet(texts[j])},
-            }
-        )
-    rows = int(np.isin(clusters, leaking).sum())
-    return LeakageCheck(
-        name=name,
-        severity="hard",
-        passed=len(leaking) == 0,
-        summary=f"{len(leaking)} near-duplicate clusters ({rows} rows) span splits, "
-        f"{int(cross.sum())} pairs across splits at Jaccard >= {threshold}"
-        if len(leaking)
-        else f"no near duplicates (Jaccard >= {threshold}) across splits",
-        details={
-            "threshold": threshold,
-            "clusters_across_splits": len(leaking),
-            "rows_involved": rows,
-            "pairs_across_splits": int(cross.sum()),
-        },
-        examples=examples,
-        fix=_DUPLICATE_FIX,
-    )
-
-
 def _check_groups(frame: pd.DataFrame, split: npt.NDArray[Any], group_col: str | None) -> LeakageCheck:
     name = "group_overlap"
     if group_col is None:
-        return _skipped(name, "hard", "group_col")
+        return skipped_check(name, "hard", "group_col")
     table = pd.DataFrame({"g": frame[group_col].to_numpy(), "s": split}).dropna()
     spans = table.groupby("g")["s"].nunique()
     shared = spans[spans > 1]
     examples = []
-    for value in shared.index[:_EXAMPLES]:
+    for value in shared.index[:EXAMPLES]:
         counts = table.loc[table["g"] == value, "s"].value_counts()
         examples.append({"group": value, "rows": {s: int(counts.get(s, 0)) for s in SPLITS}})
     return LeakageCheck(
@@ -344,7 +277,7 @@ def _check_groups(frame: pd.DataFrame, split: npt.NDArray[Any], group_col: str |
 def _check_time(frame: pd.DataFrame, split: npt.NDArray[Any], time_col: str | None, *, ordered: bool) -> LeakageCheck:
     name = "temporal_overlap"
     if time_col is None:
-        return _skipped(name, "hard", "time_col")
+        return skipped_check(name, "hard", "time_col")
     values = frame[time_col]
     times: pd.Series
     if pd.api.types.is_numeric_dtype(values):
@@ -403,7 +336,7 @@ def _check_time(frame: pd.DataFrame, split: npt.NDArray[Any], time_col: str | No
 def _check_labels(table: pd.DataFrame | None) -> LeakageCheck:
     name = "label_distribution"
     if table is None:
-        return _skipped(name, "soft", "label_col")
+        return skipped_check(name, "soft", "label_col")
     problems = []
     if "train" in table.index:
         counts = table.to_numpy(dtype=np.int64)
@@ -436,7 +369,7 @@ def _check_label_shift(table: pd.DataFrame | None, max_shift: float | None) -> L
     name = "label_shift"
     severity: Severity = "hard" if max_shift is not None else "soft"
     if table is None:
-        return _skipped(name, severity, "label_col")
+        return skipped_check(name, severity, "label_col")
     limit = max_shift if max_shift is not None else _MAX_LABEL_TVD
     shares = table.div(table.sum(axis=1).clip(lower=1), axis=0)
     problems, tvd = [], {}
@@ -482,7 +415,7 @@ def _check_copies(copies: pd.DataFrame | None) -> LeakageCheck:
     """List the rows quarantined before the split as copies of rows in other groups."""
     name = "cross_group_duplicates"
     if copies is None:
-        return _skipped(name, "info", "the split's quarantined copies")
+        return skipped_check(name, "info", "the split's quarantined copies")
     records = _jsonable(copies.to_dict(orient="records"))
     kinds = copies["kind"].value_counts().to_dict() if len(copies) else {}
     summary = (
@@ -523,12 +456,12 @@ def _check_identifiers(
     """
     name = "identifier_columns"
     if label_col is None:
-        return _skipped(name, "soft", "label_col")
+        return skipped_check(name, "soft", "label_col")
     train = split == "train"
     held = ~train
     labels = frame[label_col].astype(object).fillna("<missing>").to_numpy()
     if not train.any() or not held.any():
-        return _skipped(name, "soft", "rows in both train and val/test")
+        return skipped_check(name, "soft", "rows in both train and val/test")
     chance = 1.0 / len(np.unique(labels[held]))
     fallback = pd.Series(labels[train]).mode().iloc[0]
     flagged, tested = [], {}
@@ -613,18 +546,18 @@ def _balanced_accuracy(truth: npt.NDArray[Any], predicted: npt.NDArray[Any]) -> 
 
 
 # -- formatting ----------------------------------------------------------------
-def _skipped(name: str, severity: Severity, needs: str) -> LeakageCheck:
+def skipped_check(name: str, severity: Severity, needs: str) -> LeakageCheck:
     return LeakageCheck(name=name, severity=severity, passed=True, skipped=True, summary=f"skipped: needs {needs}")
 
 
-def _text(value: object) -> str:
+def text_of(value: object) -> str:
     if isinstance(value, str):
         return value
     return "" if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
-def _snippet(value: object) -> str:
-    text = " ".join(_text(value).split())
+def snippet(value: object) -> str:
+    text = " ".join(text_of(value).split())
     return text if len(text) <= _SNIPPET else text[: _SNIPPET - 1] + "…"
 
 

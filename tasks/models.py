@@ -16,11 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-ARCHITECTURES: dict[str, tuple[str, ...]] = {
-    "text": ("hashed_bag", "transformer"),
-    "tabular": ("mlp",),
-    "image": ("cnn",),
-}
+from tasks.modalities import modality_of_architecture
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -89,22 +86,6 @@ class ModelSpec:
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def resolve_architecture(task: str, architecture: str) -> str:
-    """The concrete architecture for a task ("auto" picks the first listed).
-
-    Raises:
-        ValueError: unknown task, or an architecture that does not fit the task.
-    """
-    if task not in ARCHITECTURES:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {sorted(ARCHITECTURES)}")
-    valid = ARCHITECTURES[task]
-    if architecture == "auto":
-        return valid[0]
-    if architecture not in valid:
-        raise ValueError(f"unknown architecture {architecture!r} for task {task!r}; valid: {['auto', *valid]}")
-    return architecture
 
 
 def make_activation(name: str) -> nn.Module:
@@ -328,19 +309,11 @@ def build_model(spec: ModelSpec, *, initialise: bool = True) -> nn.Module:
         raise ValueError(f"unknown norm {spec.norm!r}; valid: {list(NORMS)}")
     if not 0.0 <= spec.dropout < 1.0:
         raise ValueError(f"dropout {spec.dropout} must be in [0, 1)")
-    model: nn.Module
-    if spec.architecture == "hashed_bag":
-        model = HashedBagClassifier(spec)
-    elif spec.architecture == "mlp":
-        model = TabularMLP(spec)
-    elif spec.architecture == "cnn":
-        model = ImageCNN(spec)
-    elif spec.architecture == "transformer":
-        # Training starts from the pretrained weights; serving rebuilds from config and loads its own.
-        return load_transformer(spec.pretrained_dir or "", spec.n_classes, from_weights=initialise)
-    else:
-        valid = sorted({a for archs in ARCHITECTURES.values() for a in archs})
-        raise ValueError(f"unknown architecture {spec.architecture!r}; valid: {valid}")
+    # The modality that owns the architecture (tasks/modalities/) builds the network.
+    modality = modality_of_architecture(spec.architecture)
+    model = modality.build_network(spec, initialise=initialise)
+    if modality.initialises_itself(spec.architecture):
+        return model
     if initialise:
         init_weights(model, spec.init, spec.activation)
     return model

@@ -465,6 +465,25 @@ def hash_rows(df: pd.DataFrame, columns: Sequence[str], *, decimals: int = 6) ->
     return hashed
 
 
+def equal_value_edges(values: Sequence[object]) -> npt.NDArray[np.int64]:
+    """Star edges joining rows with equal non-missing values."""
+    codes, _ = pd.factorize(pd.Series(list(values), dtype=object), use_na_sentinel=True)
+    rows = np.flatnonzero(codes >= 0)
+    if len(rows) == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    # Reverse assignment leaves each code's first row in `first`.
+    first[codes[rows[::-1]]] = rows[::-1]
+    anchor = first[codes[rows]]
+    keep = anchor != rows
+    return np.stack([anchor[keep], rows[keep]], axis=1).astype(np.int64)
+
+
+def as_edges(pairs: list[tuple[int, int]]) -> npt.NDArray[np.int64]:
+    """A list of (i, j) pairs as an (m, 2) edge array."""
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
 # -- groups --------------------------------------------------------------------
 def connected_groups(
     n: int,

@@ -2,15 +2,16 @@
 
 A `Predictor` bundles the network with the fitted featurisation. It saves as a JSON spec plus a
 state-dict file (no pickled objects) and loads with `torch.load(weights_only=True)`. This module
-imports only the standard library, numpy, pandas, torch and the two sibling modules (which import
-the same), so a serving process never pulls in the training stack.
+imports only the standard library, numpy, pandas, torch and its sibling modules (featurize, models and
+the modalities package, which import the same), so a serving process never pulls in the training stack.
+What differs between kinds of data (which columns, how they are encoded, the ONNX inputs) the predictor
+asks its modality (`tasks.modalities`, chosen by `task`).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +20,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tasks.featurize import (
-    BagInputs,
-    EncodedInputs,
-    HashingSpec,
-    ImageSpec,
-    TabularSpec,
-    TensorInputs,
-    TokenInputs,
-    bags_to_padded,
-    encode_images,
-    encode_tabular,
-    hash_texts,
-    tokenize_texts,
-)
+from tasks.featurize import EncodedInputs
+from tasks.modalities import Modality, get_modality, registered_modalities
 from tasks.models import HashedBagClassifier, ModelSpec, build_model
 
 SPEC_FILE = "predictor.json"
 WEIGHTS_FILE = "weights.pt"
-HF_DIR = "hf"  # tokenizer + model config of a fine-tuned transformer
 FORMAT_VERSION = 1
 
 
@@ -52,9 +40,7 @@ class Predictor:
         task: str,
         classes: list[str],
         features: dict[str, Any],
-        text_col: str | None = None,
-        feature_cols: list[str] | None = None,
-        image_col: str | None = None,
+        columns: dict[str, Any] | None = None,
         tokenizer: Any = None,
         batch_size: int = 512,
     ) -> None:
@@ -65,22 +51,27 @@ class Predictor:
         self.task = task
         self.classes = list(classes)
         self.features = features
-        self.text_col = text_col
-        self.feature_cols = list(feature_cols) if feature_cols else None
-        self.image_col = image_col
+        # Role keyword -> column for every registered modality's roles ({"text_col": "review", ...}):
+        # predictor.json records them all, as it always has.
+        given = columns or {}
+        self.columns: dict[str, Any] = {
+            role.keyword: (list(given.get(role.keyword) or []) or None) if role.many else given.get(role.keyword)
+            for modality in registered_modalities()
+            for role in modality.roles
+        }
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.device = torch.device("cpu")
 
     # -- inputs ----------------------------------------------------------------------------------------------
     @property
+    def modality(self) -> Modality:
+        return get_modality(self.task)
+
+    @property
     def input_columns(self) -> list[str]:
         """The DataFrame columns `predict_proba` reads."""
-        if self.task == "text":
-            return [str(self.text_col)]
-        if self.task == "tabular":
-            return list(self.feature_cols or [])
-        return [str(self.image_col)]
+        return self.modality.input_columns(self.columns)
 
     @property
     def architecture(self) -> str:
@@ -94,18 +85,9 @@ class Predictor:
                 f"columns {missing} are missing from the frame (it has {list(df.columns)}); "
                 f"this model reads {self.input_columns}"
             )
-        if self.architecture == "hashed_bag":
-            return BagInputs(*hash_texts(df[str(self.text_col)], HashingSpec.from_dict(self.features["hashing"])))
-        if self.architecture == "transformer":
-            encoded = tokenize_texts(self.tokenizer, df[str(self.text_col)], int(self.features["max_length"]))
-            return TokenInputs(encoded["input_ids"], encoded["attention_mask"])
-        if self.architecture == "mlp":
-            return TensorInputs(encode_tabular(df, TabularSpec.from_dict(self.features["tabular"])))
-        if self.architecture == "cnn":
-            return TensorInputs(
-                encode_images(df[str(self.image_col)].tolist(), ImageSpec.from_dict(self.features["image"]))
-            )
-        raise ValueError(f"unknown architecture {self.architecture!r}")
+        return self.modality.encode(
+            df, architecture=self.architecture, features=self.features, columns=self.columns, tokenizer=self.tokenizer
+        )
 
     # -- inference -------------------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> Predictor:
@@ -142,18 +124,13 @@ class Predictor:
     # -- persistence -----------------------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
         """The JSON-able description that, with the weights, rebuilds this predictor."""
-        model_spec = self.model_spec
-        if self.architecture == "transformer":
-            model_spec = replace(model_spec, pretrained_dir=HF_DIR)  # relative to the saved directory
         return {
             "format_version": FORMAT_VERSION,
             "task": self.task,
             "classes": self.classes,
-            "text_col": self.text_col,
-            "feature_cols": self.feature_cols,
-            "image_col": self.image_col,
+            **self.columns,
             "features": self.features,
-            "model": model_spec.to_dict(),
+            "model": self.modality.saved_spec(self.model_spec).to_dict(),
             "batch_size": self.batch_size,
             "torch_version": torch.__version__,
         }
@@ -165,10 +142,7 @@ class Predictor:
         (directory / SPEC_FILE).write_text(json.dumps(self.spec(), indent=2))
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         torch.save(state, directory / WEIGHTS_FILE)
-        if self.architecture == "transformer":
-            hf_dir = directory / HF_DIR
-            self.model.hf.config.save_pretrained(hf_dir)  # type: ignore[union-attr, operator]
-            self.tokenizer.save_pretrained(hf_dir)
+        self.modality.save_extras(self.model, self.tokenizer, directory)
 
     @classmethod
     def load(cls, directory: Path, device: str = "cpu") -> Predictor:
@@ -186,13 +160,7 @@ class Predictor:
                 f"{directory / SPEC_FILE} has format_version {spec.get('format_version')}; this code reads "
                 f"{FORMAT_VERSION}: retrain or load it with the matching sluice version"
             )
-        model_spec = ModelSpec.from_dict(spec["model"])
-        tokenizer = None
-        if model_spec.architecture == "transformer":
-            from transformers import AutoTokenizer  # lazy: only this architecture needs transformers
-
-            model_spec = replace(model_spec, pretrained_dir=str(directory / HF_DIR))
-            tokenizer = AutoTokenizer.from_pretrained(directory / HF_DIR, local_files_only=True)
+        model_spec, tokenizer = get_modality(spec["task"]).load_extras(ModelSpec.from_dict(spec["model"]), directory)
         model = build_model(model_spec, initialise=False)
         state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -203,9 +171,7 @@ class Predictor:
             task=spec["task"],
             classes=spec["classes"],
             features=spec["features"],
-            text_col=spec["text_col"],
-            feature_cols=spec["feature_cols"],
-            image_col=spec["image_col"],
+            columns=spec,  # the role columns (text_col, ...) are top-level keys of the spec
             tokenizer=tokenizer,
             batch_size=int(spec.get("batch_size", 512)),
         )
@@ -226,7 +192,7 @@ class Predictor:
         module: nn.Module = _PaddedBag(self.model) if isinstance(self.model, HashedBagClassifier) else self.model
         names = list(example)
         axes: dict[str, dict[int, str]] = {n: {0: "batch"} for n in names}
-        if self.architecture in ("hashed_bag", "transformer"):
+        if self.modality.onnx_variable_length(self.architecture):
             for n in names:
                 axes[n][1] = "length"
         axes["logits"] = {0: "batch"}
@@ -251,28 +217,10 @@ class Predictor:
 
     def onnx_inputs(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """The ONNX model's inputs for a frame (for onnxruntime's `session.run(None, inputs)`)."""
-        inputs = self.encode(df)
-        if isinstance(inputs, BagInputs):
-            return {"ids": bags_to_padded(inputs.ids, inputs.offsets, self.model_spec.n_buckets).numpy()}
-        if isinstance(inputs, TokenInputs):
-            return {"input_ids": inputs.input_ids.numpy(), "attention_mask": inputs.attention_mask.numpy()}
-        assert isinstance(inputs, TensorInputs)
-        name = "features" if self.architecture == "mlp" else "images"
-        return {name: inputs.tensors[0].numpy()}
+        return self.modality.onnx_inputs(self.encode(df), self.model_spec)
 
     def _onnx_example(self) -> dict[str, torch.Tensor]:
-        spec = self.model_spec
-        if self.architecture == "hashed_bag":
-            return {"ids": torch.tensor([[1, 2, spec.n_buckets], [3, 4, 5]], dtype=torch.int64)}
-        if self.architecture == "transformer":
-            return {
-                "input_ids": torch.tensor([[101, 2000, 102]] * 2),
-                "attention_mask": torch.ones(2, 3, dtype=torch.int64),
-            }
-        if self.architecture == "mlp":
-            return {"features": torch.zeros(2, spec.n_features)}
-        image = ImageSpec.from_dict(self.features["image"])
-        return {"images": torch.zeros(2, image.channels, image.height, image.width)}
+        return self.modality.onnx_example(self.model_spec, self.features)
 
 
 class _PaddedBag(nn.Module):

@@ -25,6 +25,7 @@ from tasks.clean import CleanConfig, clean_frame
 from tasks.columns import ADDED, ITEM_ID, RESERVED_PREFIX, reserved_columns
 from tasks.ingest import IngestError, SourceConfig, describe_source, read_source, resolve_sources
 from tasks.label_config import build_label_config
+from tasks.modalities import get_modality
 
 LOW_CARDINALITY = 20
 """A column with at most this many distinct values (and fewer than half the rows) gets a value set."""
@@ -347,7 +348,9 @@ def draft_pipeline(
     config = _config(profile, roles, name=name, source={"path": source_path, **reader}, clean=clean, classes=classes)
     label_config = None
     if roles.labels_from == "annotation":
-        label_config = build_label_config(list(classes), object_type="Text", data_key="text")
+        label_config = build_label_config(
+            list(classes), object_type=str(get_modality("text").label_studio_tag), data_key="text"
+        )
         config["annotation"]["label_config"] = f"label_config/{name}.xml"
     return Draft(
         name=name,
@@ -367,9 +370,10 @@ def _classes(labels: pd.Series) -> dict[str, int]:
 
 
 def task_design(roles: Roles) -> tuple[Task, str]:
-    """train.task and train.architecture for the column roles: image -> cnn, text -> hashed_bag, else mlp."""
+    """train.task and train.architecture for the column roles: the modality's first architecture
+    (image -> cnn, text -> hashed_bag, else mlp)."""
     task = roles.task
-    return task, {"image": "cnn", "text": "hashed_bag", "tabular": "mlp"}[task]
+    return task, get_modality(task).architectures[0]
 
 
 def split_strategy(roles: Roles) -> str:
@@ -398,13 +402,6 @@ def _cleaned(frame: pd.DataFrame, clean: dict[str, Any]) -> pd.DataFrame:
     # The clean stage names the kept copy of a duplicate by its item id: stand-ins, dropped again after.
     with_ids = frame.assign(**{ITEM_ID: [f"{i:016x}" for i in range(len(frame))]})
     return clean_frame(with_ids, CleanConfig.model_validate(clean)).data.drop(columns=[ITEM_ID])
-
-
-_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "text": {"epochs": 30, "patience": 4, "batch_size": 64},
-    "tabular": {"hidden": [64, 64], "dropout": 0.2, "epochs": 60, "patience": 8, "batch_size": 64},
-    "image": {"channels": [16, 32], "epochs": 15, "patience": 3, "batch_size": 64},
-}
 
 
 def _config(
@@ -448,7 +445,7 @@ def _config(
         }
     return config | {
         "split": split,
-        "train": {"task": task, "architecture": architecture, **_TRAIN_DEFAULTS[task], "seed": 42},
+        "train": {"task": task, "architecture": architecture, **get_modality(task).drafted_train, "seed": 42},
         "registry": {
             "model_name": name.replace("_", "-"),
             "promotion": {

@@ -52,13 +52,14 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.columns import SPLITS
+from tasks.modalities import DuplicateSettings, registered_modalities
+from tasks.modalities.text import column_texts
 from tasks.neardup import (
+    as_edges,
     canonical_text,
     connected_groups,
+    equal_value_edges,
     find_embedding_duplicates,
-    find_image_duplicates,
-    hash_rows,
-    score_near_duplicates,
 )
 
 GAP = "gap"
@@ -339,7 +340,7 @@ def _bridging_rows(
     n = len(data)
     links = edges
     if group_col is not None:
-        links = np.concatenate([edges, _equal_value_edges(list(data[group_col]))])
+        links = np.concatenate([edges, equal_value_edges(list(data[group_col]))])
     new = codes == _NEW
     new_pos = np.flatnonzero(new)
     remap = np.full(n, -1, dtype=np.int64)
@@ -595,25 +596,25 @@ def _duplicate_edges(
     """Edges (pairs of row positions) joining every kind of duplicate the settings ask for."""
     if near_duplicates not in ("minhash", "embedding", "none"):
         raise ValueError(f"near_duplicates={near_duplicates!r} is unknown; use 'minhash', 'embedding' or 'none'")
-    edges: list[npt.NDArray[np.int64]] = []
-    if text_col is not None:
-        texts = _texts(df[text_col])
-        if near_duplicates == "minhash":
-            pairs, _ = score_near_duplicates(texts, threshold=near_duplicate_threshold)
-            edges.append(pairs)
-        else:
-            # Exact duplicates after normalisation are merged whatever the near-duplicate mode.
-            edges.append(_equal_value_edges([canonical_text(t) or None for t in texts]))
+    columns = {"text_col": text_col, "image_col": image_col, "feature_cols": list(feature_cols or []) or None}
+    settings = DuplicateSettings(
+        near_duplicates=near_duplicates,
+        near_duplicate_threshold=near_duplicate_threshold,
+        image_max_distance=image_max_distance,
+        feature_decimals=feature_decimals,
+    )
+    # Each modality whose columns are set keys its own duplicates (text: MinHash or exact after
+    # normalisation; images: perceptual hash; tabular: equal rounded features).
+    edges: list[npt.NDArray[np.int64]] = [
+        modality.duplicate_edges(df, columns, settings)
+        for modality in registered_modalities()
+        if all(columns.get(role.keyword) for role in modality.roles)
+    ]
     if near_duplicates == "embedding":
         if embedding_col is None:
             raise ValueError('near_duplicates="embedding" needs embedding_col (a column of vectors)')
         matrix = np.stack([np.asarray(v, dtype=np.float32) for v in df[embedding_col]])
-        edges.append(_as_edges(find_embedding_duplicates(matrix, threshold=embedding_threshold)))
-    if image_col is not None:
-        images = list(df[image_col])
-        edges.append(_as_edges(find_image_duplicates(images, max_distance=image_max_distance)))
-    if feature_cols:
-        edges.append(_equal_value_edges(list(hash_rows(df, feature_cols, decimals=feature_decimals))))
+        edges.append(as_edges(find_embedding_duplicates(matrix, threshold=embedding_threshold)))
     return np.concatenate(edges) if edges else np.empty((0, 2), dtype=np.int64)
 
 
@@ -662,7 +663,7 @@ def _copy_kinds(
 ) -> list[str]:
     if text_col is None:
         return ["duplicate"] * len(copies)
-    texts = _texts(df[text_col])
+    texts = column_texts(df[text_col])
     kinds = []
     for c, o in zip(copies.tolist(), originals.tolist(), strict=True):
         if texts[c] == texts[o]:
@@ -994,26 +995,3 @@ def _check_nonempty(
                 f"ratios {tuple(np.round(ratios, 3).tolist())}. Add data, use fewer folds or larger "
                 "ratios, or a finer group_col"
             )
-
-
-# -- small helpers -------------------------------------------------------------
-def _texts(values: pd.Series) -> list[str]:
-    return ["" if pd.isna(v) else str(v) for v in values]
-
-
-def _equal_value_edges(values: Sequence[object]) -> npt.NDArray[np.int64]:
-    """Star edges joining rows with equal non-missing values."""
-    codes, _ = pd.factorize(pd.Series(list(values), dtype=object), use_na_sentinel=True)
-    rows = np.flatnonzero(codes >= 0)
-    if len(rows) == 0:
-        return np.empty((0, 2), dtype=np.int64)
-    first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
-    # Reverse assignment leaves each code's first row in `first`.
-    first[codes[rows[::-1]]] = rows[::-1]
-    anchor = first[codes[rows]]
-    keep = anchor != rows
-    return np.stack([anchor[keep], rows[keep]], axis=1).astype(np.int64)
-
-
-def _as_edges(pairs: list[tuple[int, int]]) -> npt.NDArray[np.int64]:
-    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)

@@ -28,23 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-from tasks.featurize import (
-    BagInputs,
-    EncodedInputs,
-    HashingSpec,
-    TensorInputs,
-    TokenInputs,
-    fit_images,
-    fit_tabular,
-)
-from tasks.models import (
-    INITS,
-    ModelSpec,
-    build_model,
-    check_pretrained_dir,
-    count_parameters,
-    resolve_architecture,
-)
+from tasks.featurize import BagInputs, EncodedInputs, TensorInputs, TokenInputs
+from tasks.modalities import get_modality, require_columns, resolve_architecture
+from tasks.models import INITS, ModelSpec, build_model, count_parameters
 from tasks.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -96,9 +82,10 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["text", "tabular", "image"] = "text"
-    # text: "hashed_bag" (fast, from scratch) | "transformer" (fine-tune from pretrained_dir); tabular: "mlp";
-    # image: "cnn"; "auto" picks the first.
+    # A registered modality (tasks/modalities/): "text", "tabular", "image".
+    task: str = "text"
+    # The modality's architectures: text "hashed_bag" (fast, from scratch) | "transformer" (fine-tune from
+    # pretrained_dir); tabular "mlp"; image "cnn"; "auto" picks the first.
     architecture: str = "auto"
     pretrained_dir: str | None = None
 
@@ -163,6 +150,12 @@ class TrainConfig(BaseModel):
     @classmethod
     def _path_as_text(cls, value: object) -> object:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        get_modality(value)  # raises naming train.task and the registered modalities
+        return value
 
     @field_validator("optimizer")
     @classmethod
@@ -537,11 +530,8 @@ def _make_predictor(
     feature_cols: list[str] | None,
     image_col: str | None,
 ) -> Predictor:
-    arch = config.resolved_architecture
-    features: dict[str, Any] = {}
-    tokenizer = None
     spec = ModelSpec(
-        architecture=arch,
+        architecture=config.resolved_architecture,
         n_classes=len(classes),
         hidden=list(config.hidden),
         activation=config.activation,
@@ -553,54 +543,19 @@ def _make_predictor(
         channels=list(config.channels),
         kernel_size=config.kernel_size,
     )
-    if config.task == "text":
-        if not text_col:
-            raise ValueError("task='text' needs text_col: the column holding the texts")
-        _require(train, [text_col])
-        if arch == "hashed_bag":
-            hashing = HashingSpec(config.n_buckets, config.word_ngrams, config.char_ngrams)
-            features["hashing"] = hashing.to_dict()
-        else:
-            directory = check_pretrained_dir(config.pretrained_dir)
-            try:
-                from transformers import AutoTokenizer
-            except ImportError as err:
-                raise ImportError("architecture='transformer' needs transformers: pip install transformers") from err
-            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-            spec.pretrained_dir = str(directory)
-            features["max_length"] = config.max_length
-    elif config.task == "tabular":
-        if not feature_cols:
-            raise ValueError("task='tabular' needs feature_cols: the columns to learn from")
-        tabular = fit_tabular(train, feature_cols)
-        features["tabular"] = tabular.to_dict()
-        spec.n_features = tabular.n_features
-    else:
-        if not image_col:
-            raise ValueError("task='image' needs image_col: the column holding image arrays or paths")
-        _require(train, [image_col])
-        image = fit_images(train[image_col].tolist())
-        features["image"] = image.to_dict()
-        spec.in_channels = image.channels
+    columns = {"text_col": text_col, "feature_cols": feature_cols, "image_col": image_col}
+    encoder = get_modality(config.task).fit_encoder(train, config, spec, columns)
     model = build_model(spec)
     return Predictor(
         model,
         model_spec=spec,
         task=config.task,
         classes=classes,
-        features=features,
-        text_col=text_col,
-        feature_cols=feature_cols,
-        image_col=image_col,
-        tokenizer=tokenizer,
+        features=encoder.features,
+        columns=columns,
+        tokenizer=encoder.tokenizer,
         batch_size=config.eval_batch_size,
     )
-
-
-def _require(df: pd.DataFrame, columns: list[str]) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise KeyError(f"columns {missing} are missing from the training frame (it has {list(df.columns)})")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1046,8 +1001,8 @@ def _check_inputs(train: pd.DataFrame, val: pd.DataFrame, *, label_col: str, cla
         raise ValueError(f"classes {classes} must name at least two classes")
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"train ({len(train)} rows) and val ({len(val)} rows) must both be non-empty")
-    _require(train, [label_col])
-    _require(val, [label_col])
+    require_columns(train, [label_col])
+    require_columns(val, [label_col])
 
 
 def _train_prepared(

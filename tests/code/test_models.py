@@ -25,6 +25,7 @@ from tasks.featurize import (
     gather_bags,
     hash_texts,
 )
+from tasks.modalities import resolve_architecture
 from tasks.models import (
     HashedBagClassifier,
     ModelSpec,
@@ -32,7 +33,6 @@ from tasks.models import (
     build_model,
     check_pretrained_dir,
     init_weights,
-    resolve_architecture,
 )
 from tasks.predictor import Predictor
 from tasks.train import TrainConfig, train_model
