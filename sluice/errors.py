@@ -55,6 +55,8 @@ ERROR_KINDS: dict[str, Kind] = {
     "sluice.home:BackendError": Kind.INPUT,
     "tasks.db_urls:UrlError": Kind.INPUT,
     "tasks.sql_source:SqlSourceError": Kind.INPUT,
+    "tasks.generation:GenerationError": Kind.INPUT,
+    "tasks.audio:AudioFileError": Kind.INPUT,
     "sluice.checkpoints:CheckpointBusyError": Kind.INPUT,
     "pydantic_core._pydantic_core:ValidationError": Kind.INPUT,
     "builtins:FileNotFoundError": Kind.INPUT,

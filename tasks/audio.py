@@ -45,7 +45,7 @@ _WAV_FIX = (
 )
 
 
-class BadAudio(ValueError):
+class AudioFileError(ValueError):
     """A file in the audio column that cannot be used; `reason` is the message without the path."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -58,7 +58,7 @@ class BadAudio(ValueError):
 def _read_pcm(path: Path) -> tuple[npt.NDArray[np.float32], int]:
     """Samples in [-1, 1], channels averaged to mono, and the sample rate."""
     if not path.is_file():
-        raise BadAudio(
+        raise AudioFileError(
             path, "does not exist; fix the path in the audio column (relative paths start at the CSV's folder)"
         )
     try:
@@ -67,9 +67,9 @@ def _read_pcm(path: Path) -> tuple[npt.NDArray[np.float32], int]:
             raw = wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as exc:
         # The stdlib reads PCM only: float, compressed and non-RIFF files (MP3, FLAC) land here.
-        raise BadAudio(path, f"is not a readable PCM WAV file ({exc}); {_WAV_FIX}") from None
+        raise AudioFileError(path, f"is not a readable PCM WAV file ({exc}); {_WAV_FIX}") from None
     except OSError as exc:
-        raise BadAudio(path, f"cannot be read ({exc.strerror}); check its permissions") from None
+        raise AudioFileError(path, f"cannot be read ({exc.strerror}); check its permissions") from None
     # A file cut short mid-frame ends in a partial sample; drop it rather than fail on the whole clip.
     raw = raw[: len(raw) // (width * channels) * (width * channels)]
     if width == 3:  # 24-bit: widen each little-endian sample to 32 bits
@@ -82,7 +82,7 @@ def _read_pcm(path: Path) -> tuple[npt.NDArray[np.float32], int]:
         samples = np.frombuffer(raw, dtype=np.dtype(f"<i{width}")).astype(np.float32)
         samples /= float(2 ** (8 * width - 1))
     if samples.size == 0:
-        raise BadAudio(path, "holds no samples (an empty recording); record it again or remove the row")
+        raise AudioFileError(path, "holds no samples (an empty recording); record it again or remove the row")
     return samples.reshape(-1, channels).mean(axis=1), rate
 
 
@@ -104,7 +104,7 @@ def load_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> torch.Ten
     """A mono float32 waveform at `sample_rate` from a PCM WAV file.
 
     Raises:
-        BadAudio: the file is missing, not a PCM WAV, or empty; the message names the file and the fix.
+        AudioFileError: the file is missing, not a PCM WAV, or empty; the message names the file and the fix.
     """
     samples, rate = _read_pcm(Path(path))
     return resample(torch.from_numpy(samples.copy()), rate, sample_rate)
@@ -132,7 +132,7 @@ def load_audio_column(
         try:
             waveforms.append(load_audio(path, sample_rate=sample_rate))
             reasons.append(None)
-        except BadAudio as exc:
+        except AudioFileError as exc:
             waveforms.append(None)
             reasons.append(str(exc))
     return waveforms, reasons

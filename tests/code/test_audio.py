@@ -17,7 +17,7 @@ from torch import nn
 
 from tasks.audio import (
     SAMPLE_RATE,
-    BadAudio,
+    AudioFileError,
     find_audio_duplicates,
     fingerprint_audio,
     fix_duration,
@@ -125,7 +125,7 @@ def test_a_bad_file_raises_bad_audio_naming_the_file_and_the_fix(tmp_path: Path,
     path = tmp_path / "clip.wav"
     if callable(make):
         make(path)
-    with pytest.raises(BadAudio, match=fix) as info:
+    with pytest.raises(AudioFileError, match=fix) as info:
         load_audio(path)
     assert str(path) in str(info.value)
 
