@@ -33,7 +33,7 @@ from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
 from tasks.label_quality import Inputs, audit_test_metrics, flag_label_issues, oof_from_training
 from tasks.leakage import LeakageReport
-from tasks.modalities import all_role_columns, get_modality
+from tasks.modalities import all_role_columns, get_modality, modality_names
 from tasks.promotion import Comparison, OnnxParity, select_compared_items
 from tasks.quarantine import concat_quarantine, update_quarantine
 
@@ -60,7 +60,11 @@ def _key_validate_raw(_: object, p: dict[str, Any]) -> str | None:
 
 
 def _key_clean(_: object, p: dict[str, Any]) -> str | None:
-    return _keyed("clean", fingerprint.frame_hash(p["data"]), p["config"].section_hash("clean"))
+    config: PipelineConfig = p["config"]
+    # The modality's item check (unreadable files) reads the role columns of train.task.
+    return _keyed(
+        "clean", fingerprint.frame_hash(p["data"]), config.section_hash("clean", "columns"), config.train.task
+    )
 
 
 def _key_validate_clean(_: object, p: dict[str, Any]) -> str | None:
@@ -122,7 +126,8 @@ def persist_quarantine(
 ) -> Path:
     """The quarantine of a flow that runs only the first stages, merged into the snapshot's quarantine file."""
     fresh = concat_quarantine([snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned])
-    ran = {"ingest", *clean_stage.STEPS, *(o.step for o in suites)}
+    # A modality's unusable items are quarantined in the clean task under the modality's name.
+    ran = {"ingest", *clean_stage.STEPS, *modality_names(), *(o.step for o in suites)}
     return update_quarantine(fresh, quarantine_file(home, snapshot.snapshot_id), steps=ran)
 
 
@@ -263,6 +268,9 @@ def validate_raw(
 @task(name="clean", cache_key_fn=_key_clean, **CACHED)
 def clean(config: PipelineConfig, data: pd.DataFrame) -> clean_stage.CleanResult:
     result = clean_stage.clean_frame(data, config.clean)
+    modality = get_modality(config.train.task)
+    reasons = modality.unusable_items(result.data, all_role_columns(config.columns))
+    result = clean_stage.quarantine_unusable(result, reasons, step=modality.name)
     publish(f"{config.name}-clean", result.summary_markdown(), "Rows kept and quarantined by the clean stage")
     return result
 

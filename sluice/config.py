@@ -44,6 +44,7 @@ class ColumnsConfig(BaseModel):
     group: str | None = None
     time: str | None = None
     image: str | None = None
+    audio: str | None = None
     features: list[str] = Field(default_factory=list)
 
 
@@ -116,6 +117,7 @@ _SPLIT_ROLES = {
     "group_col": "group",
     "time_col": "time",
     "image_col": "image",
+    "audio_col": "audio",
     "feature_cols": "features",
 }
 _STRATEGY_NEEDS = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -240,3 +241,23 @@ def clean_frame(df: pd.DataFrame, config: CleanConfig) -> CleanResult:
     quarantine = concat_quarantine(parts)
     check_ids_conserved(df[ITEM_ID], stage="clean", kept=data[ITEM_ID], quarantined=quarantine[ITEM_ID])
     return CleanResult(data=data.reset_index(drop=True), quarantine=quarantine, rows_in=rows_in, imputed=imputed)
+
+
+def quarantine_unusable(result: CleanResult, reasons: Sequence[str | None], *, step: str) -> CleanResult:
+    """The clean result with the rows whose item cannot be used (`reasons[i]` set) moved to quarantine.
+
+    `reasons` is one entry per kept row (a modality's `unusable_items`), e.g. an unreadable WAV file.
+    """
+    data = result.data
+    if len(reasons) != len(data):
+        raise ValueError(f"{len(reasons)} reasons for {len(data)} rows: one per kept row")
+    bad = pd.Series([r is not None for r in reasons], index=data.index)
+    if not bad.any():
+        return result
+    moved = quarantine_rows(data[bad], step=step, reason=[r for r in reasons if r is not None])
+    quarantine = concat_quarantine([result.quarantine, moved])
+    kept = data[~bad]
+    check_ids_conserved(data[ITEM_ID], stage=step, kept=kept[ITEM_ID], quarantined=moved[ITEM_ID])
+    return CleanResult(
+        data=kept.reset_index(drop=True), quarantine=quarantine, rows_in=result.rows_in, imputed=result.imputed
+    )

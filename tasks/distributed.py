@@ -63,6 +63,7 @@ class _RankJob:
     text_col: str | None
     feature_cols: list[str] | None
     image_col: str | None
+    audio_col: str | None
     checkpoint_dir: str | None
     on_epoch: Callable[[int, dict[str, float]], None] | None
     device_type: str
@@ -79,6 +80,7 @@ def train_distributed(
     text_col: str | None = None,
     feature_cols: list[str] | None = None,
     image_col: str | None = None,
+    audio_col: str | None = None,
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> train_stage.TrainResult:
@@ -117,6 +119,7 @@ def train_distributed(
         text_col=text_col,
         feature_cols=feature_cols,
         image_col=image_col,
+        audio_col=audio_col,
         checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
         on_epoch=on_epoch,
         device_type=device_type,
@@ -299,6 +302,7 @@ def _train_rank(job: _RankJob, *, rank: int, local_rank: int, world_size: int) -
         text_col=job.text_col,
         feature_cols=job.feature_cols,
         image_col=job.image_col,
+        audio_col=job.audio_col,
         device=device,
     )
     run.rank, run.world_size = rank, world_size

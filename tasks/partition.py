@@ -424,7 +424,11 @@ def check_leakage(outcome: SplitOutcome) -> LeakageReport:
         outcome.data,
         splits,
         text_col=settings.text_col,
-        columns={"image_col": settings.image_col, "feature_cols": list(settings.feature_cols or []) or None},
+        columns={
+            "image_col": settings.image_col,
+            "audio_col": settings.audio_col,
+            "feature_cols": list(settings.feature_cols or []) or None,
+        },
         group_col=settings.group_col,
         time_col=settings.time_col,
         label_col=settings.label_col,

@@ -96,6 +96,10 @@ class SplitConfig(BaseModel):
     embedding_threshold: float = Field(0.95, gt=-1.0, le=1.0)  # cosine
     image_col: str | None = None  # a column of 2-D (or HxWxC) arrays
     image_max_distance: int = Field(6, ge=0, le=64)  # pHash bits that may differ
+    audio_col: str | None = None  # a column of WAV file paths
+    # Fingerprint bits that may differ. Small on purpose: at 6 the same word by two espeak voices often
+    # collides (tasks.audio.fingerprint_audio), which would merge the voices' groups.
+    audio_max_distance: int = Field(2, ge=0, le=64)
     feature_cols: tuple[str, ...] | None = None  # tabular duplicates: equal rounded features
     feature_decimals: int = 6
     folds: int = Field(0, ge=0)  # k of stratified group k-fold over the train rows; 0 = none
@@ -187,7 +191,9 @@ def split_by_config(
     _check_strategy(
         df, config.strategy, group_col=config.group_col, time_col=config.time_col, label_col=config.label_col
     )
-    _check_group_columns(df, config.group_col, config.text_col, config.embedding_col, config.image_col)
+    _check_group_columns(
+        df, config.group_col, config.text_col, config.embedding_col, config.image_col, config.audio_col
+    )
     edges = _duplicate_edges(
         df,
         text_col=config.text_col,
@@ -197,6 +203,8 @@ def split_by_config(
         embedding_threshold=config.embedding_threshold,
         image_col=config.image_col,
         image_max_distance=config.image_max_distance,
+        audio_col=config.audio_col,
+        audio_max_distance=config.audio_max_distance,
         feature_cols=config.feature_cols,
         feature_decimals=config.feature_decimals,
     )
@@ -387,6 +395,8 @@ def assign_splits(
     embedding_threshold: float = 0.95,
     image_col: str | None = None,
     image_max_distance: int = 6,
+    audio_col: str | None = None,
+    audio_max_distance: int = 2,
     feature_cols: Sequence[str] | None = None,
     feature_decimals: int = 6,
 ) -> pd.Series:
@@ -412,6 +422,8 @@ def assign_splits(
         embedding_threshold=embedding_threshold,
         image_col=image_col,
         image_max_distance=image_max_distance,
+        audio_col=audio_col,
+        audio_max_distance=audio_max_distance,
         feature_cols=feature_cols,
         feature_decimals=feature_decimals,
     )
@@ -546,11 +558,13 @@ def group_rows(
     embedding_threshold: float = 0.95,
     image_col: str | None = None,
     image_max_distance: int = 6,
+    audio_col: str | None = None,
+    audio_max_distance: int = 2,
     feature_cols: Sequence[str] | None = None,
     feature_decimals: int = 6,
 ) -> pd.Series:
     """Merged group id per row: the user's groups joined with every kind of duplicate, named "group"."""
-    _check_group_columns(df, group_col, text_col, embedding_col, image_col)
+    _check_group_columns(df, group_col, text_col, embedding_col, image_col, audio_col)
     edges = _duplicate_edges(
         df,
         text_col=text_col,
@@ -560,6 +574,8 @@ def group_rows(
         embedding_threshold=embedding_threshold,
         image_col=image_col,
         image_max_distance=image_max_distance,
+        audio_col=audio_col,
+        audio_max_distance=audio_max_distance,
         feature_cols=feature_cols,
         feature_decimals=feature_decimals,
     )
@@ -569,13 +585,19 @@ def group_rows(
 
 
 def _check_group_columns(
-    df: pd.DataFrame, group_col: str | None, text_col: str | None, embedding_col: str | None, image_col: str | None
+    df: pd.DataFrame,
+    group_col: str | None,
+    text_col: str | None,
+    embedding_col: str | None,
+    image_col: str | None,
+    audio_col: str | None = None,
 ) -> None:
     for role, col in (
         ("group_col", group_col),
         ("text_col", text_col),
         ("embedding_col", embedding_col),
         ("image_col", image_col),
+        ("audio_col", audio_col),
     ):
         _require_column(df, col, role)
 
@@ -590,17 +612,25 @@ def _duplicate_edges(
     embedding_threshold: float,
     image_col: str | None,
     image_max_distance: int,
+    audio_col: str | None,
+    audio_max_distance: int,
     feature_cols: Sequence[str] | None,
     feature_decimals: int,
 ) -> npt.NDArray[np.int64]:
     """Edges (pairs of row positions) joining every kind of duplicate the settings ask for."""
     if near_duplicates not in ("minhash", "embedding", "none"):
         raise ValueError(f"near_duplicates={near_duplicates!r} is unknown; use 'minhash', 'embedding' or 'none'")
-    columns = {"text_col": text_col, "image_col": image_col, "feature_cols": list(feature_cols or []) or None}
+    columns = {
+        "text_col": text_col,
+        "image_col": image_col,
+        "audio_col": audio_col,
+        "feature_cols": list(feature_cols or []) or None,
+    }
     settings = DuplicateSettings(
         near_duplicates=near_duplicates,
         near_duplicate_threshold=near_duplicate_threshold,
         image_max_distance=image_max_distance,
+        audio_max_distance=audio_max_distance,
         feature_decimals=feature_decimals,
     )
     # Each modality whose columns are set keys its own duplicates (text: MinHash or exact after

@@ -529,6 +529,7 @@ def _make_predictor(
     text_col: str | None,
     feature_cols: list[str] | None,
     image_col: str | None,
+    audio_col: str | None,
 ) -> Predictor:
     spec = ModelSpec(
         architecture=config.resolved_architecture,
@@ -543,7 +544,7 @@ def _make_predictor(
         channels=list(config.channels),
         kernel_size=config.kernel_size,
     )
-    columns = {"text_col": text_col, "feature_cols": feature_cols, "image_col": image_col}
+    columns = {"text_col": text_col, "feature_cols": feature_cols, "image_col": image_col, "audio_col": audio_col}
     encoder = get_modality(config.task).fit_encoder(train, config, spec, columns)
     model = build_model(spec)
     return Predictor(
@@ -667,6 +668,7 @@ def _set_up_training(
     text_col: str | None,
     feature_cols: list[str] | None,
     image_col: str | None,
+    audio_col: str | None,
     device: torch.device | None = None,
 ) -> _Training:
     """Seed, device, precision, encoders, data placement, loss, optimiser and scheduler, chosen once and logged.
@@ -679,7 +681,13 @@ def _set_up_training(
     precision, amp_dtype = choose_precision(device, config.precision)
 
     predictor = _make_predictor(
-        train, config, classes, text_col=text_col, feature_cols=feature_cols, image_col=image_col
+        train,
+        config,
+        classes,
+        text_col=text_col,
+        feature_cols=feature_cols,
+        image_col=image_col,
+        audio_col=audio_col,
     )
     model = predictor.model.to(device)
     train_inputs, val_inputs = predictor.encode(train), predictor.encode(val)
@@ -948,6 +956,7 @@ def train_model(
     text_col: str | None = None,
     feature_cols: list[str] | None = None,
     image_col: str | None = None,
+    audio_col: str | None = None,
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
@@ -977,6 +986,7 @@ def train_model(
             text_col=text_col,
             feature_cols=feature_cols,
             image_col=image_col,
+            audio_col=audio_col,
             checkpoint_dir=checkpoint_dir,
             on_epoch=on_epoch,
         )
@@ -990,6 +1000,7 @@ def train_model(
         text_col=text_col,
         feature_cols=feature_cols,
         image_col=image_col,
+        audio_col=audio_col,
     )
     return _train_prepared(
         run, config, n_rows=len(train), n_classes=len(classes), checkpoint_dir=checkpoint_dir, on_epoch=on_epoch

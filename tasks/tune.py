@@ -70,8 +70,10 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
-def _columns(text_col: str | None, feature_cols: list[str] | None, image_col: str | None) -> dict[str, Any]:
-    return {"text_col": text_col, "feature_cols": feature_cols, "image_col": image_col}
+def _columns(
+    text_col: str | None, feature_cols: list[str] | None, image_col: str | None, audio_col: str | None
+) -> dict[str, Any]:
+    return {"text_col": text_col, "feature_cols": feature_cols, "image_col": image_col, "audio_col": audio_col}
 
 
 def grid_search(
@@ -85,6 +87,7 @@ def grid_search(
     text_col: str | None = None,
     feature_cols: list[str] | None = None,
     image_col: str | None = None,
+    audio_col: str | None = None,
     on_trial: Callable[[dict[str, Any], dict[str, float]], None] | None = None,
 ) -> TuneResult:
     """Train every combination of `grid` values on top of `base`; pick the best by `base.monitor`.
@@ -110,7 +113,7 @@ def grid_search(
             label_col=label_col,
             classes=classes,
             config=config,
-            **_columns(text_col, feature_cols, image_col),
+            **_columns(text_col, feature_cols, image_col, audio_col),
         )
         metrics = {**result.best, "best_epoch": float(result.best_epoch)}
         logger.info("trial %d/%d %s: %s=%.4f", number + 1, len(combos), params, base.monitor, result.best_metric)
@@ -185,6 +188,7 @@ def optuna_search(
     text_col: str | None = None,
     feature_cols: list[str] | None = None,
     image_col: str | None = None,
+    audio_col: str | None = None,
     seed: int = 0,
     timeout: float | None = None,
     n_startup_trials: int = 5,
@@ -227,7 +231,7 @@ def optuna_search(
                 classes=classes,
                 config=config,
                 on_epoch=report,
-                **_columns(text_col, feature_cols, image_col),
+                **_columns(text_col, feature_cols, image_col, audio_col),
             )
         except optuna.TrialPruned:
             metrics = {**last, "pruned": 1.0}
@@ -285,6 +289,7 @@ def cross_validate(
     text_col: str | None = None,
     feature_cols: list[str] | None = None,
     image_col: str | None = None,
+    audio_col: str | None = None,
     on_fold: Callable[[Any, dict[str, float]], None] | None = None,
 ) -> CVResult:
     """Train once per fold value, holding that fold out; score it with `evaluate_predictions`.
@@ -314,7 +319,7 @@ def cross_validate(
             label_col=label_col,
             classes=classes,
             config=config,
-            **_columns(text_col, feature_cols, image_col),
+            **_columns(text_col, feature_cols, image_col, audio_col),
         )
         metrics = evaluate_predictions(val[label_col].astype(str), result.predictor.predict_proba(val), classes)
         metrics["best_epoch"] = float(result.best_epoch)

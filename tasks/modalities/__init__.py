@@ -1,4 +1,4 @@
-"""The modalities sluice trains on, by name (`train.task`): text, tabular and image.
+"""The modalities sluice trains on, by name (`train.task`): text, tabular, image and audio.
 
 A new kind of data is one module: subclass `Modality` (tasks/modalities/base.py), register an instance
 with `register_modality`, and list the module in `_BUILT_IN` (or call `register_modality` from the module
@@ -39,7 +39,12 @@ __all__ = [
 
 # Modules that register a built-in modality when imported, in registry order (the order of the
 # role columns a predictor records and of the duplicate edges the split joins).
-_BUILT_IN = ("tasks.modalities.text", "tasks.modalities.tabular", "tasks.modalities.image")
+_BUILT_IN = (
+    "tasks.modalities.text",
+    "tasks.modalities.tabular",
+    "tasks.modalities.image",
+    "tasks.modalities.audio",
+)
 _REGISTRY: dict[str, Modality] = {}
 _loaded = False
 

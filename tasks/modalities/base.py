@@ -45,6 +45,7 @@ class DuplicateSettings:
     near_duplicates: str = "minhash"
     near_duplicate_threshold: float = 0.8
     image_max_distance: int = 6
+    audio_max_distance: int = 2
     feature_decimals: int = 6
 
 
@@ -94,6 +95,15 @@ class Modality:
         for role in self.roles:
             if not columns.get(role.keyword):
                 raise ValueError(f"task={self.name!r} needs {role.keyword}: {role.what}")
+
+    # -- items -------------------------------------------------------------------------------------------------
+    def unusable_items(self, df: pd.DataFrame, columns: Mapping[str, Any]) -> list[str | None]:
+        """One entry per row: why its item cannot be used (an unreadable file), or None; all usable by default.
+
+        The clean stage quarantines the rows with a reason (step: the modality's name) instead of letting
+        training crash on them.
+        """
+        return [None] * len(df)
 
     # -- encoding ------------------------------------------------------------------------------------------------
     def fit_encoder(
