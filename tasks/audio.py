@@ -65,9 +65,12 @@ def _read_pcm(path: Path) -> tuple[npt.NDArray[np.float32], int]:
         with wave.open(str(path), "rb") as wav:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             raw = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        # The stdlib reads PCM only: float, compressed and non-RIFF files (MP3, FLAC) land here.
-        raise AudioFileError(path, f"is not a readable PCM WAV file ({exc}); {_WAV_FIX}") from None
+    except (wave.Error, EOFError, RuntimeError) as exc:
+        # The stdlib reads PCM only: float, compressed and non-RIFF files (MP3, FLAC) land here. A chunk
+        # whose header claims more bytes than the file holds makes the stdlib's chunk reader raise a bare
+        # RuntimeError (an empty message), so the type is named instead.
+        detail = str(exc) or f"{type(exc).__name__}: a chunk runs past the end of the file"
+        raise AudioFileError(path, f"is not a readable PCM WAV file ({detail}); {_WAV_FIX}") from None
     except OSError as exc:
         raise AudioFileError(path, f"cannot be read ({exc.strerror}); check its permissions") from None
     # A file cut short mid-frame ends in a partial sample; drop it rather than fail on the whole clip.

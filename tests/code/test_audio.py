@@ -118,8 +118,10 @@ def _header_only(path: Path) -> None:
         (lambda p: p.write_bytes(b""), "PCM WAV"),
         (lambda p: p.write_text("not audio at all, just text"), "PCM WAV"),
         (_header_only, "no samples"),
+        # A RIFF header whose chunk claims more bytes than follow: the stdlib raises a bare RuntimeError.
+        (lambda p: p.write_bytes(b"RIFF\x24\x00\x00\x00WAVEnot audio at all"), "PCM WAV.*chunk runs past"),
     ],
-    ids=["missing", "zero-bytes", "not-wav", "no-samples"],
+    ids=["missing", "zero-bytes", "not-wav", "no-samples", "truncated-chunk"],
 )
 def test_a_bad_file_raises_bad_audio_naming_the_file_and_the_fix(tmp_path: Path, make: object, fix: str) -> None:
     path = tmp_path / "clip.wav"
