@@ -138,7 +138,7 @@ def _data(args: argparse.Namespace, home: Home) -> int:
     extra = f" (and the image files under {_shown(images)}/)" if spec.frame is None and images.is_dir() else ""
     part = f" (the first {args.rows:,} rows)" if args.rows else ""
     _say(f"sluice: wrote {_shown(path)}{extra}: {spec.description}{part}")
-    _say("  next: draft a config for it")
+    _say("  next: run its bundled config" if spec.config else "  next: draft a config for it")
     _say(f"    {spec.init_command(Path(_shown(path)))}")
     return 0
 

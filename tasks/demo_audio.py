@@ -77,25 +77,33 @@ def write_speech_commands(
     voices: Sequence[str] = VOICES,
     speeds: Sequence[int] = SPEEDS,
     pitches: Sequence[int] = PITCHES,
+    absolute_paths: bool = False,
+    rows: int | None = None,
 ) -> Path:
     """Write one WAV per word x voice x speed x pitch under `destination`, and the CSV naming them.
 
+    Args:
+        absolute_paths: name each WAV by its absolute path (what the pipeline reads: training and
+            serving open the file as named, from whatever directory they run in).
+        rows: keep only the first N clips (whole voices first, as they are written); None keeps all.
+
     Returns:
-        The CSV's path; its `audio` column holds paths relative to its folder.
+        The CSV's path; its `audio` column holds paths relative to its folder unless `absolute_paths`.
     """
     root = Path(destination)
     espeak = espeak_path()
-    rows = []
+    written: list[dict[str, object]] = []
     for voice in voices:
         folder = voice.replace("+", "_")  # `+` is legal in file names but awkward in URLs and shells
         for word in words:
             for speed in speeds:
                 for pitch in pitches:
+                    if rows is not None and len(written) >= rows:
+                        break
                     relative = Path("wav") / folder / f"{word}_s{speed}_p{pitch}.wav"
-                    synthesise_word(word, root / relative, voice=voice, speed=speed, pitch=pitch, espeak=espeak)
-                    rows.append(
-                        {"audio": relative.as_posix(), "label": word, "voice": voice, "speed": speed, "pitch": pitch}
-                    )
+                    wav = synthesise_word(word, root / relative, voice=voice, speed=speed, pitch=pitch, espeak=espeak)
+                    named = str(wav.resolve()) if absolute_paths else relative.as_posix()
+                    written.append({"audio": named, "label": word, "voice": voice, "speed": speed, "pitch": pitch})
     csv = root / CSV_NAME
-    pd.DataFrame(rows).to_csv(csv, index=False)
+    pd.DataFrame(written).to_csv(csv, index=False)
     return csv

