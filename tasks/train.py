@@ -82,7 +82,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # A registered modality (tasks/modalities/): "text", "tabular", "image".
+    # A registered modality (tasks/modalities/): "text", "tabular", "image", "audio".
     task: str = "text"
     # The modality's architectures: text "hashed_bag" (fast, from scratch) | "transformer" (fine-tune from
     # pretrained_dir); tabular "mlp"; image "cnn"; "auto" picks the first.
