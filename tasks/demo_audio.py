@@ -20,6 +20,8 @@ from tasks.demo_data import DemoDataError
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "stop", "go")
 # espeak-ng's English voices, some with a variant (`+f2`: a female variant, `+klatt`: another synthesiser).
+# Variants go on en-us: Debian's espeak-ng ignores them on en-gb (en-gb+f4 and en-gb+klatt wrote files
+# byte-identical to en-gb's, one speaker under three group names, which the split then quarantined as copies).
 VOICES = (
     "en-us",
     "en-gb",
@@ -28,9 +30,9 @@ VOICES = (
     "en-029",
     "en-us+f2",
     "en-us+f3",
-    "en-gb+f4",
+    "en-us+f4",
     "en-us+m3",
-    "en-gb+klatt",
+    "en-us+klatt",
 )
 SPEEDS = (130, 175)  # words per minute (espeak-ng's default is 175)
 PITCHES = (30, 70)  # espeak-ng's 0-99 scale (default 50)

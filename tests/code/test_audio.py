@@ -26,7 +26,7 @@ from tasks.audio import (
     log_mel_batch,
 )
 from tasks.audio_models import Wav2Vec2Classifier, build_audio_cnn, build_wav2vec2, save_wav2vec2
-from tasks.demo_audio import WORDS, write_speech_commands
+from tasks.demo_audio import VOICES, WORDS, write_speech_commands
 from tasks.demo_data import DemoDataError
 from tasks.label_config import load_label_config
 from tasks.split import assign_splits
@@ -271,6 +271,14 @@ def test_the_demo_writes_a_clip_per_word_voice_speed_and_pitch_grouped_by_voice(
     splits = assign_splits(frame, strategy="group", seed=0, ratios=(0.6, 0.2, 0.2), group_col="voice")
     assert frame.assign(split=splits).groupby("voice")["split"].nunique().eq(1).all()
     assert set(splits) == {"train", "val", "test"}
+
+
+@needs_espeak
+def test_every_demo_voice_speaks_differently(tmp_path: Path) -> None:
+    """One speaker under two voice names would sit in two groups: the split's copies, not two voices."""
+    csv = write_speech_commands(tmp_path, words=("yes",), speeds=(175,), pitches=(50,))
+    clips = {(tmp_path / p).read_bytes() for p in pd.read_csv(csv)["audio"]}
+    assert len(clips) == len(VOICES)
 
 
 def test_the_demo_without_espeak_says_to_run_make_audio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
