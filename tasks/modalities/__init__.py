@@ -39,7 +39,12 @@ __all__ = [
 
 # Modules that register a built-in modality when imported, in registry order (the order of the
 # role columns a predictor records and of the duplicate edges the split joins).
-_BUILT_IN = ("tasks.modalities.text", "tasks.modalities.tabular", "tasks.modalities.image")
+_BUILT_IN = (
+    "tasks.modalities.text",
+    "tasks.modalities.tabular",
+    "tasks.modalities.image",
+    "tasks.modalities.generation",
+)
 _REGISTRY: dict[str, Modality] = {}
 _loaded = False
 
