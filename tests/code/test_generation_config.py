@@ -62,3 +62,15 @@ def test_labels_absent_passes_every_row_on_without_a_label() -> None:
     outcome = labels_absent(rows)
     assert list(outcome.data[ITEM_ID]) == ["a", "b"] and outcome.quarantine.empty and outcome.awaiting.empty
     assert outcome.distribution() == {}
+
+
+def test_the_generation_modality_has_no_roles_and_joins_no_duplicates() -> None:
+    import pandas as pd
+
+    from tasks.modalities import DuplicateSettings, get_modality, modality_names
+
+    generation = get_modality("generation")
+    assert "generation" in modality_names() and generation.roles == () and generation.label_studio_tag is None
+    rows = pd.DataFrame({"text": ["same", "same"]})
+    settings = DuplicateSettings(near_duplicates="none")
+    assert generation.duplicate_edges(rows, {"text_col": "text"}, settings).shape == (0, 2)
