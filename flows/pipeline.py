@@ -54,6 +54,8 @@ def _git_commit(base_dir: Path) -> str:
 
 
 def _labels_hash(labelled: LabelOutcome) -> str:
+    if LABEL not in labelled.data.columns:
+        return "none"  # labels.source none (train.task generation)
     pairs = labelled.data[[ITEM_ID, LABEL]].sort_values(ITEM_ID).to_csv(index=False)
     return hashlib.sha256(pairs.encode()).hexdigest()[:16]
 
@@ -282,6 +284,17 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     account, split_summary = _account_split(where, snapshot, snapshot_ids, labelled, split, quarantine, quarantine_path)
     summary |= split_summary
 
+    # --- identical inputs: report the existing version, train nothing ----------------------------------
+    code_version = fingerprint.code_version()
+    labels, manifest = _labels_hash(labelled), split.manifest_hash
+    key = training_key(
+        config, snapshot_id=snapshot.snapshot_id, labels=labels, code=code_version, split_manifest=manifest
+    )
+    existing = steps.find_existing(config, tracking_uri, key)
+    if existing is not None:
+        logger.info("identical inputs already produced %s v%s", existing.model_name, existing.version)
+        return summary | _existing_summary(existing)
+
     # --- train.task generation: fine-tune a language model instead of a classifier ----------------------
     if config.train.task == GENERATION:
         # fine-tune on train (val perplexity per epoch), then test perplexity and samples, once
@@ -299,20 +312,10 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
             leakage=leakage,
             result=generated,
             decision=PromotionDecision(promote=False),
-            code_version=fingerprint.code_version(),
+            code_version=code_version,
+            input_key=key,
         )
         return summary | _generation_stages(generation, where, tracking_uri)
-
-    # --- identical inputs: report the existing version, train nothing ----------------------------------
-    code_version = fingerprint.code_version()
-    labels, manifest = _labels_hash(labelled), split.manifest_hash
-    key = training_key(
-        config, snapshot_id=snapshot.snapshot_id, labels=labels, code=code_version, split_manifest=manifest
-    )
-    existing = steps.find_existing(config, tracking_uri, key)
-    if existing is not None:
-        logger.info("identical inputs already produced %s v%s", existing.model_name, existing.version)
-        return summary | _existing_summary(existing)
 
     # --- tune (optional): a grid or Optuna search on the validation split --------------------------------
     tuned = config.tuning.method != "none"
@@ -383,7 +386,7 @@ def _generation_stages(run: GenerationRun, where: Home, tracking_uri: str) -> di
     run.git_commit = _git_commit(config.base_dir)
     run.flow_run_id, run.flow_run_url = str(runtime.flow_run.id), str(runtime.flow_run.ui_url or "")
     run.artifacts_dir = None if tracking_uri.startswith(("http://", "https://")) else where.mlflow_artifacts
-    run.registration_key = fingerprint.combine("register", run.snapshot_id, str(runtime.flow_run.id or run.run_dir))
+    run.registration_key = fingerprint.combine("register", run.input_key, str(runtime.flow_run.id or run.run_dir))
     registration = build_generation_registration(run)
     write_reports(registration, run.reports_dir)
     copy_generation_split_files(run)
@@ -421,7 +424,7 @@ def training_key(config: PipelineConfig, *, snapshot_id: str, labels: str, code:
     return input_key(
         snapshot=snapshot_id,
         labels=labels,
-        config=config.section_hash(*_TRAINING_SECTIONS),
+        config=config.section_hash(*_TRAINING_SECTIONS, *(["generation"] if config.train.task == GENERATION else [])),
         code=code,
         packages=fingerprint.package_versions(),
         split_manifest=split_manifest,

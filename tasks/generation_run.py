@@ -112,6 +112,8 @@ class GenerationRun:
     result: GenerationResult
     decision: PromotionDecision
     code_version: str
+    input_key: str
+    """The idempotency key: a rerun with the same inputs reports this version instead of training."""
     git_commit: str = "unknown"
     flow_run_id: str = ""
     flow_run_url: str = ""
@@ -187,6 +189,7 @@ def _tags(run: GenerationRun) -> dict[str, str]:
         "sluice.expectation_suites": ", ".join(o.suite for o in suites),
         "sluice.leakage_passed": str(run.leakage.passed),
         "sluice.labels_source": "none",
+        "sluice.input_key": run.input_key,
         "sluice.git_commit": run.git_commit,
         "sluice.code_version": run.code_version,
         "sluice.device": run.result.device,

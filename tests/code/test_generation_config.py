@@ -74,3 +74,13 @@ def test_the_generation_modality_has_no_roles_and_joins_no_duplicates() -> None:
     rows = pd.DataFrame({"text": ["same", "same"]})
     settings = DuplicateSettings(near_duplicates="none")
     assert generation.duplicate_edges(rows, {"text_col": "text"}, settings).shape == (0, 2)
+
+
+def test_the_training_key_of_a_generation_config_sees_its_generation_section() -> None:
+    from flows.pipeline import training_key
+
+    def key(**generation: Any) -> str:
+        config = parse_config(_raw(generation={"max_perplexity": 50.0, **generation}), base_dir=ROOT)
+        return training_key(config, snapshot_id="s", labels="none", code="c", split_manifest="m")
+
+    assert key() == key() and key(epochs=2) != key() and key(temperature=0.5) != key()

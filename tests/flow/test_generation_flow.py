@@ -71,3 +71,8 @@ def test_generation_config_fine_tunes_tests_perplexity_and_registers_a_servable_
     # the registered model generates from a prompt in a fresh process
     served = _generate_in_fresh_process(f"models:/rt-generator-test/{version.version}", mlflow_store, ["this movie"])
     assert served[0]["prompt"] == "this movie" and served[0]["text"].strip()
+
+    # identical inputs again: the existing version is reported, nothing is trained or registered
+    again = pipeline(config_path=str(config), home=str(home.root))
+    assert again["existing"] and again["model_version"] == str(version.version)
+    assert again["test_metrics"]["perplexity"] == pytest.approx(perplexity)
