@@ -200,10 +200,18 @@ def _split_with_column_roles(raw: dict[str, Any]) -> dict[str, Any]:
     if strategy in _STRATEGY_NEEDS and not columns.get(_STRATEGY_NEEDS[strategy][0]):
         role, what = _STRATEGY_NEEDS[strategy]
         raise ValueError(f"split.strategy is {strategy!r}, which needs columns.{role}: {what}; set columns.{role}")
-    labels = _as_dict(raw.get("labels")) if isinstance(raw.get("labels"), dict | BaseModel) else {}
-    label_col = None if labels.get("source") == "none" else LABEL  # no labels: an unstratified split
+    label_col = (
+        None if _as_dict(raw.get("labels")).get("source") == "none" else LABEL
+    )  # no labels: an unstratified split
     split |= {field: columns.get(role) or None for field, role in _SPLIT_ROLES.items()} | {"label_col": label_col}
     return raw | {"columns": columns, "split": split}
+
+
+def _generation_labels(raw: dict[str, Any]) -> dict[str, Any]:
+    """train.task generation needs no labels section: it stands for `labels: {source: none}`."""
+    if raw.get("labels") is None and _as_dict(raw.get("train")).get("task") == GENERATION:
+        return raw | {"labels": {"source": "none"}}
+    return raw
 
 
 class PipelineConfig(BaseModel):
@@ -216,7 +224,7 @@ class PipelineConfig(BaseModel):
     clean: CleanConfig = Field(default_factory=CleanConfig)
     expectations: ExpectationsConfig = Field(default_factory=ExpectationsConfig)
     labels: LabelsConfig
-    """`source: none` with `train.task: generation`, whose text needs no labels."""
+    """`source: none` with `train.task: generation`, whose text needs no labels (and where it is the default)."""
     annotation: AnnotationConfig | None = None
     labelstudio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
@@ -236,7 +244,7 @@ class PipelineConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _column_roles(cls, raw: Any) -> Any:
-        return _split_with_column_roles(_with_moved_settings(raw)) if isinstance(raw, dict) else raw
+        return _split_with_column_roles(_with_moved_settings(_generation_labels(raw))) if isinstance(raw, dict) else raw
 
     @model_validator(mode="after")
     def _generation_has_its_section(self) -> PipelineConfig:

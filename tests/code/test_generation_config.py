@@ -35,6 +35,13 @@ def test_the_demo_generation_config_loads_unstratified_with_the_text_column() ->
     assert config.generation.text_column == "text" and config.labels.classes == []
 
 
+def test_a_generation_config_needs_no_labels_section() -> None:
+    raw = _raw()
+    del raw["labels"]
+    config = parse_config(raw, base_dir=ROOT)
+    assert config.labels.source == "none" and config.split.label_col is None
+
+
 def test_generation_text_column_comes_from_columns_text() -> None:
     config = parse_config(_raw(), base_dir=ROOT)
     assert config.generation is not None and config.generation.text_column == "review"
