@@ -14,9 +14,16 @@ from flows import steps
 from flows.annotate import AnnotationOutcome, annotate_items
 from flows.review import ReviewOutcome, request_review
 from sluice import fingerprint, tracking
-from sluice.config import PipelineConfig, load_config
+from sluice.config import GENERATION, PipelineConfig, load_config
 from sluice.home import Home
 from tasks.columns import ITEM_ID, LABEL
+from tasks.generation import GenerationConfig
+from tasks.generation_run import (
+    GenerationRun,
+    build_generation_registration,
+    copy_generation_split_files,
+    decide_generation,
+)
 from tasks.ingest import Snapshot
 from tasks.labels import LabelOutcome
 from tasks.model_card import review_summary
@@ -47,6 +54,8 @@ def _git_commit(base_dir: Path) -> str:
 
 
 def _labels_hash(labelled: LabelOutcome) -> str:
+    if LABEL not in labelled.data.columns:
+        return "none"  # labels.source none (train.task generation)
     pairs = labelled.data[[ITEM_ID, LABEL]].sort_values(ITEM_ID).to_csv(index=False)
     return hashlib.sha256(pairs.encode()).hexdigest()[:16]
 
@@ -286,6 +295,28 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         logger.info("identical inputs already produced %s v%s", existing.model_name, existing.version)
         return summary | _existing_summary(existing)
 
+    # --- train.task generation: fine-tune a language model instead of a classifier ----------------------
+    if config.train.task == GENERATION:
+        # fine-tune on train (val perplexity per epoch), then test perplexity and samples, once
+        generated = steps.train_generator(config, frames, run_dir / "generator")
+        generation = GenerationRun(
+            config=config,
+            snapshot_id=snapshot.snapshot_id,
+            snapshot_path=snapshot.data_path,
+            run_dir=run_dir,
+            account=account,
+            quarantine_path=quarantine_path,
+            suites=suites,
+            split=split,
+            assignment_path=assignment_path,
+            leakage=leakage,
+            result=generated,
+            decision=PromotionDecision(promote=False),
+            code_version=code_version,
+            input_key=key,
+        )
+        return summary | _generation_stages(generation, where, tracking_uri)
+
     # --- tune (optional): a grid or Optuna search on the validation split --------------------------------
     tuned = config.tuning.method != "none"
     training = steps.training_data(config)
@@ -343,6 +374,47 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     return summary | _registered_summary(run, version, review)
 
 
+def _generation_stages(run: GenerationRun, where: Home, tracking_uri: str) -> dict[str, Any]:
+    """After fine-tuning and testing: the perplexity gate, registration, and (manual approval) review."""
+    config = run.config
+    # --- promotion gate: the test perplexity ceiling (generation.max_perplexity) -------------------------
+    run.decision = decide_generation(
+        config.generation or GenerationConfig(), run.result, config.registry.promotion.approval
+    )
+
+    # --- register: reports, model card with samples, split files, MLflow run and model version ----------
+    run.git_commit = _git_commit(config.base_dir)
+    run.flow_run_id, run.flow_run_url = str(runtime.flow_run.id), str(runtime.flow_run.ui_url or "")
+    run.artifacts_dir = None if tracking_uri.startswith(("http://", "https://")) else where.mlflow_artifacts
+    run.registration_key = fingerprint.combine("register", run.input_key, str(runtime.flow_run.id or run.run_dir))
+    registration = build_generation_registration(run)
+    write_reports(registration, run.reports_dir)
+    copy_generation_split_files(run)
+    pending = run.run_dir / "pending"
+    tracking.write_pending(registration.record, pending, tracking_uri=tracking_uri)
+    version = steps.register(config, tracking_uri, registration.record)
+    (pending / "pending_registration.json").rename(pending / "registered.json")
+    steps.link_mlflow_run(config.name, tracking_uri, version)
+
+    # --- human approval (registry.promotion.approval: manual) -------------------------------------------
+    review = (
+        request_review(config, tracking_uri, version, registration.model_card) if run.decision.awaits_review else None
+    )
+    return {
+        "existing": False,
+        "test_metrics": {"perplexity": run.result.test_perplexity},
+        "samples": dict(zip(run.result.prompts, run.result.samples, strict=True)),
+        "device": run.result.device,
+        "model_name": version.model_name,
+        "model_version": version.version,
+        "aliases": review.aliases if review else version.aliases,
+        "promotion": review.summary() if review else run.decision.summary(),
+        "review": review.status if review else None,
+        "run_id": version.run_id,
+        "experiment_id": version.experiment_id,
+    }
+
+
 _TRAINING_SECTIONS = ("source", "columns", "clean", "expectations", "labels", "split", "train", "tuning")
 """The config sections that shape the trained model (the idempotency key); tuning's grid or trials included."""
 
@@ -352,7 +424,7 @@ def training_key(config: PipelineConfig, *, snapshot_id: str, labels: str, code:
     return input_key(
         snapshot=snapshot_id,
         labels=labels,
-        config=config.section_hash(*_TRAINING_SECTIONS),
+        config=config.section_hash(*_TRAINING_SECTIONS, *(["generation"] if config.train.task == GENERATION else [])),
         code=code,
         packages=fingerprint.package_versions(),
         split_manifest=split_manifest,

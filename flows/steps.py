@@ -21,7 +21,7 @@ from sluice.config import PipelineConfig, TuningConfig
 from sluice.home import Home
 from sluice.secrets import resolve_secret
 from tasks import clean as clean_stage
-from tasks import data_quality, demo_data, sql_source
+from tasks import data_quality, demo_data, generation_run, sql_source
 from tasks import ingest as ingest_stage
 from tasks import labels as labels_stage
 from tasks import partition as split_stage
@@ -31,6 +31,7 @@ from tasks import tune as tune_stage
 from tasks import validate as validate_stage
 from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
+from tasks.generation import GenerationConfig
 from tasks.label_quality import Inputs, audit_test_metrics, flag_label_issues, oof_from_training
 from tasks.leakage import LeakageReport
 from tasks.modalities import all_role_columns, get_modality, modality_names
@@ -296,7 +297,9 @@ def validate_clean(
 def resolve_labels(
     config: PipelineConfig, data: pd.DataFrame, consensus: pd.DataFrame | None, home: Home
 ) -> labels_stage.LabelOutcome:
-    if config.labels.source == "column":
+    if config.labels.source == "none":
+        outcome = labels_stage.labels_absent(data)
+    elif config.labels.source == "column":
         outcome = labels_stage.labels_from_column(data, config.labels)
         if config.labels.label_issues == "relabel":
             outcome = relabel_label_issues(config, home, outcome)
@@ -630,6 +633,20 @@ def compare_with_champion(
         "The champion and this version on the same unseen items",
     )
     return compared
+
+
+@task(name="fine-tune-generator")
+def train_generator(
+    config: PipelineConfig, frames: dict[str, pd.DataFrame], model_dir: Path
+) -> generation_run.GenerationResult:
+    """Fine-tune the language model, test perplexity once, and its samples (train.task: generation)."""
+    result = generation_run.train_generator(config.generation or GenerationConfig(), frames, model_dir)
+    publish(
+        f"{config.name}-generation",
+        f"### Test perplexity {result.test_perplexity:.2f}\n\n{result.samples_markdown()}",
+        "The fine-tuned generator: test perplexity and samples",
+    )
+    return result
 
 
 @task(name="register", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=900, retry_condition_fn=retry_on_io)

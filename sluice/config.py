@@ -24,11 +24,14 @@ from tasks.consensus import ConsensusConfig
 from tasks.data_quality import DataQualityConfig
 from tasks.db_urls import check_no_password
 from tasks.demo_data import DATASETS
+from tasks.generation import GenerationConfig
 from tasks.ingest import SourceConfig
 from tasks.labels import LabelsConfig
 from tasks.promotion import PromotionConfig
 from tasks.split import SplitConfig
 from tasks.train import TrainConfig
+
+GENERATION = "generation"  # the train.task of text generation (tasks/modalities/generation.py)
 
 
 class ConfigError(ValueError):
@@ -199,8 +202,18 @@ def _split_with_column_roles(raw: dict[str, Any]) -> dict[str, Any]:
     if strategy in _STRATEGY_NEEDS and not columns.get(_STRATEGY_NEEDS[strategy][0]):
         role, what = _STRATEGY_NEEDS[strategy]
         raise ValueError(f"split.strategy is {strategy!r}, which needs columns.{role}: {what}; set columns.{role}")
-    split |= {field: columns.get(role) or None for field, role in _SPLIT_ROLES.items()} | {"label_col": LABEL}
+    label_col = (
+        None if _as_dict(raw.get("labels")).get("source") == "none" else LABEL
+    )  # no labels: an unstratified split
+    split |= {field: columns.get(role) or None for field, role in _SPLIT_ROLES.items()} | {"label_col": label_col}
     return raw | {"columns": columns, "split": split}
+
+
+def _generation_labels(raw: dict[str, Any]) -> dict[str, Any]:
+    """train.task generation needs no labels section: it stands for `labels: {source: none}`."""
+    if raw.get("labels") is None and _as_dict(raw.get("train")).get("task") == GENERATION:
+        return raw | {"labels": {"source": "none"}}
+    return raw
 
 
 class PipelineConfig(BaseModel):
@@ -213,6 +226,7 @@ class PipelineConfig(BaseModel):
     clean: CleanConfig = Field(default_factory=CleanConfig)
     expectations: ExpectationsConfig = Field(default_factory=ExpectationsConfig)
     labels: LabelsConfig
+    """`source: none` with `train.task: generation`, whose text needs no labels (and where it is the default)."""
     annotation: AnnotationConfig | None = None
     labelstudio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
@@ -220,6 +234,8 @@ class PipelineConfig(BaseModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    generation: GenerationConfig | None = None
+    """The text-generation stage (train.task: generation)."""
     registry: RegisterConfig
     demo: DemoConfig | None = None
 
@@ -230,7 +246,30 @@ class PipelineConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _column_roles(cls, raw: Any) -> Any:
-        return _split_with_column_roles(_with_moved_settings(raw)) if isinstance(raw, dict) else raw
+        return _split_with_column_roles(_with_moved_settings(_generation_labels(raw))) if isinstance(raw, dict) else raw
+
+    @model_validator(mode="after")
+    def _generation_has_its_section(self) -> PipelineConfig:
+        generating = self.train.task == GENERATION
+        if generating != (self.labels.source == "none"):
+            raise ValueError(
+                f"train.task is {self.train.task!r} with labels.source {self.labels.source!r}: labels.source 'none' "
+                "goes with train.task 'generation' (the text is the training signal) and only with it"
+            )
+        if not generating:
+            return self
+        if self.annotation is not None:
+            raise ValueError("train.task 'generation' needs no labels: remove the annotation section")
+        if self.generation is None or not self.columns.text:
+            raise ValueError("train.task 'generation' needs a generation section and columns.text (the texts)")
+        if "text_column" not in self.generation.model_fields_set:
+            self.generation = self.generation.model_copy(update={"text_column": self.columns.text})
+        elif self.generation.text_column != self.columns.text:
+            raise ValueError(
+                f"generation.text_column is {self.generation.text_column!r} but columns.text is {self.columns.text!r}; "
+                "the text column is set once, under columns.text: remove generation.text_column"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cross_validation_has_folds(self) -> PipelineConfig:

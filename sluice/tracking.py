@@ -21,6 +21,9 @@ from tasks.db_urls import driver_url, expand_url, redact_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVING_FILE = Path(__file__).with_name("serving.py")
+GENERATOR_SERVING_FILE = Path(__file__).with_name("serving_generation.py")
+# served_as -> the model-from-code file and the name of the saved model directory in its artifacts
+_SERVED = {"classifier": (SERVING_FILE, "predictor"), "generator": (GENERATOR_SERVING_FILE, "generator")}
 INFERENCE_CODE = REPO_ROOT / "tasks"
 _PARAM_BATCH = 100  # MLflow accepts at most 100 params per batch call
 _MAX_PARAM_CHARS = 6000
@@ -198,6 +201,7 @@ def log_training_run(
     promote: bool = False,
     decision_tags: Mapping[str, str] | None = None,
     children: Iterable[Mapping[str, Any]] = (),
+    served_as: str = "classifier",
 ) -> RegisteredVersion:
     """Log one training run, register its model as a new version, tag it and move its aliases.
 
@@ -212,6 +216,8 @@ def log_training_run(
         datasets: context ("train", "val", "test", "holdout") -> (frame, source, target column).
         registration_key: names this registration (the flow run and its inputs), stored as a run tag.
         children: tuning trials ({name, params, metrics}), logged as nested runs of this one.
+        served_as: "classifier" (serving.py wraps the predictor in `predictor_dir`) or "generator"
+            (serving_generation.py wraps the text generator saved in `predictor_dir`).
     """
     mlflow = _mlflow()
     experiment_id = ensure_experiment(experiment, artifacts_dir=artifacts_dir)
@@ -232,14 +238,15 @@ def log_training_run(
                     mlflow.log_artifact(str(path), artifact_path="reports")
             model_uri = logged.get(_LOGGED_MODEL)
             if model_uri is None:
+                serving_file, artifact = _SERVED[served_as]
                 info = mlflow.pyfunc.log_model(
                     name="model",
-                    python_model=str(SERVING_FILE),
-                    artifacts={"predictor": str(predictor_dir)},
+                    python_model=str(serving_file),
+                    artifacts={artifact: str(predictor_dir)},
                     code_paths=[str(INFERENCE_CODE)],
                     signature=_signature(input_example, output_example),
                     input_example=input_example,
-                    pip_requirements=_serving_requirements(),
+                    pip_requirements=_serving_requirements(with_transformers=served_as == "generator"),
                 )
                 model_uri = str(info.model_uri)
                 mlflow.set_tag(_LOGGED_MODEL, model_uri)
@@ -328,15 +335,21 @@ def _signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
     return infer_signature(example, output)
 
 
-def _serving_requirements() -> list[str]:
+def _serving_requirements(*, with_transformers: bool = False) -> list[str]:
     import numpy
     import torch
 
-    return [
+    pinned = [
         f"torch=={torch.__version__.split('+')[0]}",
         f"pandas=={pd.__version__}",
         f"numpy=={numpy.__version__}",
     ]
+    if with_transformers:  # the text generator is a Hugging Face model and tokenizer
+        import tokenizers
+        import transformers
+
+        pinned += [f"transformers=={transformers.__version__}", f"tokenizers=={tokenizers.__version__}"]
+    return pinned
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:

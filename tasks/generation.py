@@ -1,6 +1,7 @@
 """Text generation: fine-tune a causal language model on a text column, measure perplexity, generate.
 
-How the modality plugs into the pipeline (not wired yet): the data arrives as text, so there is no
+How the modality plugs into the pipeline (`train.task: generation`, `labels.source: none`, a
+`generation:` section; the run itself is `tasks/generation_run.py`): the data arrives as text, so there is no
 Label Studio step; the config's column of role `text` is the training signal itself and no label
 column is needed. `train.task: generation` selects this stage in place of the classifier's
 `train_model`; the split stage's group split applies unchanged (train/val/test frames of the same

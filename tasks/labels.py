@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.columns import ITEM_ID, LABEL
 from tasks.ingest import values_as_text
-from tasks.quarantine import check_ids_conserved, quarantine_rows, summarise_quarantine
+from tasks.quarantine import check_ids_conserved, empty_quarantine, quarantine_rows, summarise_quarantine
 
 
 class LabelsConfig(BaseModel):
@@ -28,10 +28,11 @@ class LabelsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["column", "annotation"] = "column"
+    source: Literal["column", "annotation", "none"] = "column"
+    """none: the rows need no labels (train.task: generation, where the text is the training signal)."""
     column: str | None = None
     """The source column holding labels (source: column)."""
-    classes: list[str] = Field(min_length=2)
+    classes: list[str] = Field(default_factory=list)
     label_issues: Literal["off", "report", "exclude", "relabel"] = "off"
     """Labels that arrive in a column, checked by cleanlab's find_label_issues on out-of-fold probabilities:
     report the flagged rows, exclude them (quarantined, step label_issues, with their score), or relabel
@@ -42,6 +43,8 @@ class LabelsConfig(BaseModel):
     def _column_given(self) -> LabelsConfig:
         if self.source == "column" and not self.column:
             raise ValueError("labels.source is 'column' but labels.column is not set; name the label column")
+        if self.source != "none" and len(self.classes) < 2:
+            raise ValueError(f"labels.classes needs at least 2 classes, got {self.classes}; name every class")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"labels.classes has repeated names: {self.classes}")
         return self
@@ -66,6 +69,8 @@ class LabelOutcome:
     """Rows whose label a person gave in the relabel project (labels.label_issues: relabel): item_id, reviewer."""
 
     def distribution(self) -> dict[str, int]:
+        if LABEL not in self.data.columns:
+            return {}  # labels.source none
         return {str(k): int(v) for k, v in self.data[LABEL].value_counts().sort_index().items()}
 
     def summary_markdown(self) -> str:
@@ -125,6 +130,18 @@ def labels_from_column(df: pd.DataFrame, config: LabelsConfig) -> LabelOutcome:
             f"{', '.join(map(str, df.columns))}."
         )
     return _split_by_class(df, df[column], config.classes, source=f"column {column}")
+
+
+def labels_absent(df: pd.DataFrame) -> LabelOutcome:
+    """labels.source none: every clean row goes on to the split as it is, with no label column."""
+    empty = df.iloc[0:0]
+    return LabelOutcome(
+        data=df.reset_index(drop=True),
+        quarantine=empty_quarantine(),
+        awaiting=empty.reset_index(drop=True),
+        source="none",
+        rows_in=len(df),
+    )
 
 
 def labels_from_annotation(df: pd.DataFrame, consensus: pd.DataFrame, config: LabelsConfig) -> LabelOutcome:

@@ -44,6 +44,7 @@ _BUILT_IN = (
     "tasks.modalities.tabular",
     "tasks.modalities.image",
     "tasks.modalities.audio",
+    "tasks.modalities.generation",
 )
 _REGISTRY: dict[str, Modality] = {}
 _loaded = False
