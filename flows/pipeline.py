@@ -295,27 +295,36 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         logger.info("identical inputs already produced %s v%s", existing.model_name, existing.version)
         return summary | _existing_summary(existing)
 
+    # What every registration records, whichever kind of model this run trains.
+    recorded: dict[str, Any] = dict(
+        config=config, snapshot_id=snapshot.snapshot_id, snapshot_path=snapshot.data_path, run_dir=run_dir,
+        account=account, quarantine_path=quarantine_path, suites=suites, split=split,
+        assignment_path=assignment_path, leakage=leakage, code_version=code_version, input_key=key,
+    )  # fmt: skip
+
     # --- train.task generation: fine-tune a language model instead of a classifier ----------------------
     if config.train.task == GENERATION:
         # fine-tune on train (val perplexity per epoch), then test perplexity and samples, once
         generated = steps.train_generator(config, frames, run_dir / "generator")
-        generation = GenerationRun(
-            config=config,
-            snapshot_id=snapshot.snapshot_id,
-            snapshot_path=snapshot.data_path,
-            run_dir=run_dir,
-            account=account,
-            quarantine_path=quarantine_path,
-            suites=suites,
-            split=split,
-            assignment_path=assignment_path,
-            leakage=leakage,
-            result=generated,
-            decision=PromotionDecision(promote=False),
-            code_version=code_version,
-            input_key=key,
-        )
+        generation = GenerationRun(**recorded, result=generated, decision=PromotionDecision(promote=False))
         return summary | _generation_stages(generation, where, tracking_uri)
+
+    # --- tune, cross-validate, train, test, the promotion gate, registration and review -------------------
+    return summary | _classifier_stages(recorded, frames, labelled, annotated, where, tracking_uri)
+
+
+def _classifier_stages(
+    recorded: dict[str, Any],
+    frames: dict[str, pd.DataFrame],
+    labelled: LabelOutcome,
+    annotated: AnnotationOutcome | None,
+    where: Home,
+    tracking_uri: str,
+) -> dict[str, Any]:
+    """After the split: train a classifier, test it once, gate, register and (manual approval) review."""
+    config: PipelineConfig = recorded["config"]
+    split: SplitOutcome = recorded["split"]
+    run_dir: Path = recorded["run_dir"]
 
     # --- tune (optional): a grid or Optuna search on the validation split --------------------------------
     tuned = config.tuning.method != "none"
@@ -328,7 +337,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     cv = steps.cross_validate(train_config, training, split.data) if config.tuning.cross_validate else None
 
     # --- train: the chosen configuration, once more on train, early-stopped on val ----------------------------
-    trained = steps.train(train_config, training, frames, run_dir, where.checkpoints / key)
+    trained = steps.train(train_config, training, frames, run_dir, where.checkpoints / recorded["input_key"])
 
     # --- test (once), and on the test items with settled labels ----------------------------------------
     tested = steps.test(config, trained, frames["test"], run_dir)
@@ -342,26 +351,15 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- register: reports, model card, split files, MLflow run and model version ------------------------
     run = RunOutcome(
-        config=config,
-        snapshot_id=snapshot.snapshot_id,
-        snapshot_path=snapshot.data_path,
-        run_dir=run_dir,
-        account=account,
-        quarantine_path=quarantine_path,
-        suites=suites,
+        **recorded,
         labelled=labelled,
         annotated=annotated,
-        split=split,
-        assignment_path=assignment_path,
         frames=frames,
-        leakage=leakage,
         train_config=train_config,
         trained=trained,
         tested=tested,
         onnx=onnx,
         decision=decision,
-        input_key=key,
-        code_version=code_version,
         trials=trials,
         cv=cv,
         audit=audit,
@@ -371,7 +369,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- human approval (registry.promotion.approval: manual): the run pauses for a reviewer -----------
     review = _review(run, tracking_uri, version)
-    return summary | _registered_summary(run, version, review)
+    return _registered_summary(run, version, review)
 
 
 def _generation_stages(run: GenerationRun, where: Home, tracking_uri: str) -> dict[str, Any]:
