@@ -390,7 +390,12 @@ def build_consensus(
     if config.consensus.method == "majority":
         return consensus_labels(annotations, config.consensus, adjudicated=usable)
     result = crowdlab_consensus(
-        annotations, config.consensus, items, config.labels.classes, steps.quality_inputs(config), usable
+        annotations,
+        config.consensus,
+        items,
+        config.labels.classes,
+        steps.quality_inputs(config.columns, config.train.task),
+        usable,
     )
     if result.quality is not None:
         create_table_artifact(
@@ -451,7 +456,7 @@ def ask_for_more(
         items,
         {item: overlap for item, (_, overlap) in tasks.items()},
         config.labels.classes,
-        steps.quality_inputs(config),
+        steps.quality_inputs(config.columns, config.train.task),
         start_overlap=annotation.start_overlap,
         max_annotations=annotation.overlap,
         extra_share=annotation.extra_share,
@@ -601,11 +606,15 @@ def annotation_sync(
 
     # --- the items: clean, validated rows of the current snapshot ---------------------------------------
     if config.demo is not None:
-        steps.prepare_demo_data(config, where)
-    snapshot = steps.ingest(config, where)
-    raw, raw_outcome = steps.validate_raw(config, where, snapshot)
-    cleaned = steps.clean(config, raw)
-    items, clean_outcome = steps.validate_clean(config, where, cleaned.data, snapshot.snapshot_id)
+        steps.prepare_demo_data(config.demo, config.source, where)
+    snapshot = steps.ingest(config.source, config.base_dir, config.name, where)
+    raw, raw_outcome = steps.validate_raw(
+        config.columns, config.labels, steps.suite_path(config, "raw_suite"), config.name, where, snapshot
+    )
+    cleaned = steps.clean(config.clean, config.columns, config.train.task, config.name, raw)
+    items, clean_outcome = steps.validate_clean(
+        steps.suite_path(config, "clean_suite"), config.name, where, cleaned.data, snapshot.snapshot_id
+    )
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
     quarantine_path = steps.persist_quarantine(where, snapshot, suites, cleaned.quarantine)
 

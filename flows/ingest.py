@@ -150,14 +150,14 @@ def ingest_flow(
 
     # --- demo data (bundled real data written under the home) -------------------------------------
     if config.demo is not None:
-        steps.prepare_demo_data(config, where)
+        steps.prepare_demo_data(config.demo, config.source, where)
 
     # --- ingest --------------------------------------------------------------------------------------
     if dask and config.source.sql is None:  # a database source is one stream: nothing to share out
         parallel = ingest_files_parallel.with_options(task_runner=dask_task_runner(dask))
         snapshot = parallel(config_path=str(config.path or config_path), home=str(where.root))
     else:
-        snapshot = steps.ingest(config, where)
+        snapshot = steps.ingest(config.source, config.base_dir, config.name, where)
     logger.info("snapshot %s: %d rows, %d quarantined", *_counts(snapshot))
 
     if partition_rows:
@@ -166,10 +166,12 @@ def ingest_flow(
         }
 
     # --- raw expectations ------------------------------------------------------------------------------
-    raw, raw_outcome = steps.validate_raw(config, where, snapshot)
+    raw, raw_outcome = steps.validate_raw(
+        config.columns, config.labels, steps.suite_path(config, "raw_suite"), config.name, where, snapshot
+    )
 
     # --- clean -----------------------------------------------------------------------------------------
-    cleaned = steps.clean(config, raw)
+    cleaned = steps.clean(config.clean, config.columns, config.train.task, config.name, raw)
 
     # --- quarantine: what these stages removed, beside what later stages of a pipeline run removed ------
     quarantine_path = steps.persist_quarantine(

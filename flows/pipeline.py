@@ -117,9 +117,11 @@ def _compare(
     config: PipelineConfig, tracking_uri: str, where: Home, run_dir: Path, split: SplitOutcome, trained: TrainResult
 ) -> Comparison | str | None:
     """This version and the champion on items neither trained on; None without a champion; else why not."""
-    champion = steps.find_champion(config, tracking_uri, where, run_dir)
+    champion = steps.find_champion(config.registry, tracking_uri, where, run_dir)
     if isinstance(champion, tuple):
-        return steps.compare_with_champion(config, tracking_uri, champion, split, trained)
+        return steps.compare_with_champion(
+            config.registry, steps.training_data(config), tracking_uri, champion, split, trained
+        )
     return champion
 
 
@@ -179,7 +181,7 @@ def _register(run: RunOutcome, where: Home, tracking_uri: str) -> tracking.Regis
     # Kept on disk first: when MLflow is down the run can be registered later with `sluice register`.
     pending = run.run_dir / "pending"
     tracking.write_pending(registration.record, pending, tracking_uri=tracking_uri)
-    version = steps.register(run.config, tracking_uri, registration.record)
+    version = steps.register(run.config.name, tracking_uri, registration.record)
     (pending / "pending_registration.json").rename(pending / "registered.json")
     steps.link_mlflow_run(run.config.name, tracking_uri, version)
     return version
@@ -235,24 +237,29 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
 
     # --- demo data (bundled real data written under the home) -------------------------------------
     if config.demo is not None:
-        steps.prepare_demo_data(config, where)
+        steps.prepare_demo_data(config.demo, config.source, where)
 
     # --- ingest ------------------------------------------------------------------------------------
-    snapshot = steps.ingest(config, where)
+    snapshot = steps.ingest(config.source, config.base_dir, config.name, where)
     steps.name_run(config.name, snapshot.snapshot_id)
     logger.info("snapshot %s: %d rows, %d quarantined", snapshot.snapshot_id, snapshot.rows, snapshot.quarantined)
 
     # --- raw expectations, clean, clean expectations (the gate) ------------------------------------------
-    raw, raw_outcome = steps.validate_raw(config, where, snapshot)
-    cleaned = steps.clean(config, raw)
-    gated, clean_outcome = steps.validate_clean(config, where, cleaned.data, snapshot.snapshot_id)
+    raw, raw_outcome = steps.validate_raw(
+        config.columns, config.labels, steps.suite_path(config, "raw_suite"), config.name, where, snapshot
+    )
+    cleaned = steps.clean(config.clean, config.columns, config.train.task, config.name, raw)
+    clean_suite = steps.suite_path(config, "clean_suite")
+    gated, clean_outcome = steps.validate_clean(clean_suite, config.name, where, cleaned.data, snapshot.snapshot_id)
 
     # --- annotation: Label Studio, agreement gate, consensus (labels.source: annotation) ------------------
     use_annotation = config.labels.source == "annotation"
     annotated = annotate_items(config, where, gated, tracking_uri=tracking_uri) if use_annotation else None
 
     # --- labels ------------------------------------------------------------------------------------
-    labelled = steps.resolve_labels(config, gated, annotated.consensus_frame() if annotated else None, where)
+    labelled = steps.resolve_labels(
+        steps.LabelSettings.of(config), gated, annotated.consensus_frame() if annotated else None, where
+    )
 
     # --- account for every row, by item id (written now, so a run the split gate stops keeps it) --------
     suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
@@ -273,11 +280,22 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         return summary | {"status": "waiting"}
 
     if config.data_quality.datalab:
-        steps.report_data_quality(config, labelled.data, run_dir / "reports")
+        inputs = steps.quality_inputs(config.columns, config.train.task)
+        steps.report_data_quality(
+            config.data_quality,
+            inputs,
+            config.labels.classes,
+            config.split.seed,
+            config.name,
+            labelled.data,
+            run_dir / "reports",
+        )
 
     # --- split + leakage gate (assigned items keep their split; the holdout stays frozen) -------------
-    split, leakage = steps.split(config, where, labelled.data)
-    assignment_path = steps.carry_assignment(config, split, steps.split_inputs(config, labelled.data))
+    holdout = steps.holdout_file(config)
+    split, leakage = steps.split(config.split, config.columns, holdout, config.name, where, labelled.data)
+    inputs_key = steps.split_inputs(config.split, config.columns, holdout, labelled.data)
+    assignment_path = steps.carry_assignment(config.name, split, inputs_key)
     frames = split.frames()
 
     # --- account again, through the split: copies quarantined, gap rows kept in their own file ---------
@@ -290,7 +308,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     key = training_key(
         config, snapshot_id=snapshot.snapshot_id, labels=labels, code=code_version, split_manifest=manifest
     )
-    existing = steps.find_existing(config, tracking_uri, key)
+    existing = steps.find_existing(config.registry, tracking_uri, key)
     if existing is not None:
         logger.info("identical inputs already produced %s v%s", existing.model_name, existing.version)
         return summary | _existing_summary(existing)
@@ -305,7 +323,9 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     # --- train.task generation: fine-tune a language model instead of a classifier ----------------------
     if config.train.task == GENERATION:
         # fine-tune on train (val perplexity per epoch), then test perplexity and samples, once
-        generated = steps.train_generator(config, frames, run_dir / "generator")
+        generated = steps.train_generator(
+            config.generation or GenerationConfig(), config.name, frames, run_dir / "generator"
+        )
         generation = GenerationRun(**recorded, result=generated, decision=PromotionDecision(promote=False))
         return summary | _generation_stages(generation, where, tracking_uri)
 
@@ -340,12 +360,12 @@ def _classifier_stages(
     trained = steps.train(train_config, training, frames, run_dir, where.checkpoints / recorded["input_key"])
 
     # --- test (once), and on the test items with settled labels ----------------------------------------
-    tested = steps.test(config, trained, frames["test"], run_dir)
+    tested = steps.test(training, trained, frames["test"], run_dir)
     quality = annotated.consensus.quality if annotated and annotated.consensus else None
-    audit = steps.audit_test(config, trained, frames["test"], quality) if quality is not None else {}
+    audit = steps.audit_test(training, trained, frames["test"], quality) if quality is not None else {}
 
     # --- promotion gate: floors, ONNX parity, the champion on items neither version trained on ----------
-    onnx = steps.export_onnx(config, trained, frames["test"].head(256), run_dir / "onnx" / "model.onnx")
+    onnx = steps.export_onnx(config.registry, trained, frames["test"].head(256), run_dir / "onnx" / "model.onnx")
     compared = _compare(config, tracking_uri, where, run_dir, split, trained)
     decision = _decide(config, tested, compared, annotated, onnx)
 
@@ -390,7 +410,7 @@ def _generation_stages(run: GenerationRun, where: Home, tracking_uri: str) -> di
     copy_generation_split_files(run)
     pending = run.run_dir / "pending"
     tracking.write_pending(registration.record, pending, tracking_uri=tracking_uri)
-    version = steps.register(config, tracking_uri, registration.record)
+    version = steps.register(config.name, tracking_uri, registration.record)
     (pending / "pending_registration.json").rename(pending / "registered.json")
     steps.link_mlflow_run(config.name, tracking_uri, version)
 

@@ -11,10 +11,11 @@ import os
 
 import pandas as pd
 
-from sluice.config import PipelineConfig
+from sluice.config import ColumnsConfig
 from sluice.home import Home
 from sluice.labelstudio import LabelStudioClient
 from sluice.labelstudio_server import URL_ENV_VAR, ensure_server
+from sluice.labelstudio_settings import LabelStudioSettings
 from tasks.columns import ITEM_ID
 from tasks.label_config import build_label_config, build_review_config, parse_label_config
 from tasks.labels import LabelOutcome
@@ -23,15 +24,16 @@ DATA_KEY = "text"
 """The task field the relabel project shows: the text column, or the row's feature values written out."""
 
 
-def open_relabel_project(config: PipelineConfig, home: Home) -> tuple[LabelStudioClient, int]:
+def open_relabel_project(
+    dataset: str, classes: list[str], labelstudio: LabelStudioSettings, home: Home
+) -> tuple[LabelStudioClient, int]:
     """A client of the Label Studio server the annotation stage uses, and the relabel project (created once)."""
-    url = os.environ.get(URL_ENV_VAR) or ensure_server(config.labelstudio, home).url
-    client = LabelStudioClient.connect(url, config.labelstudio.resolve_token(home))
-    classes = config.labels.classes
+    url = os.environ.get(URL_ENV_VAR) or ensure_server(labelstudio, home).url
+    client = LabelStudioClient.connect(url, labelstudio.resolve_token(home))
     xml = build_label_config(classes, data_key=DATA_KEY, question="Which label is right for this row?")
     project_id = client.ensure_project(
-        f"{config.name}-relabel",
-        f"{config.name} (relabel)",
+        f"{dataset}-relabel",
+        f"{dataset} (relabel)",
         build_review_config(
             parse_label_config(xml, classes),
             votes_key="given",
@@ -50,22 +52,22 @@ def fetch_relabels(client: LabelStudioClient, project_id: int) -> pd.DataFrame:
     return client.fetch_adjudications(project_id)
 
 
-def _shown(config: PipelineConfig, rows: pd.DataFrame) -> pd.Series:
+def _shown(columns: ColumnsConfig, rows: pd.DataFrame) -> pd.Series:
     """What a person reads to relabel a row: its text, or its feature values."""
-    if config.columns.text:
-        return rows[config.columns.text].astype(str)
-    features = list(config.columns.features) or [c for c in rows.columns if c != ITEM_ID]
+    if columns.text:
+        return rows[columns.text].astype(str)
+    features = list(columns.features) or [c for c in rows.columns if c != ITEM_ID]
     return rows[features].apply(lambda r: " · ".join(f"{k}={v}" for k, v in r.items()), axis=1)
 
 
-def send_for_relabel(config: PipelineConfig, client: LabelStudioClient, project_id: int, outcome: LabelOutcome) -> int:
+def send_for_relabel(columns: ColumnsConfig, client: LabelStudioClient, project_id: int, outcome: LabelOutcome) -> int:
     """Import the flagged rows awaiting relabel (not imported yet) with the given label and the model's suggestion."""
     issues = outcome.issues
     if issues.empty or not issues["awaiting_relabel"].any():
         return 0
     waiting = issues[issues["awaiting_relabel"]]
     rows = outcome.awaiting.assign(**{ITEM_ID: outcome.awaiting[ITEM_ID].astype(str)}).drop_duplicates(ITEM_ID)
-    shown = pd.Series(_shown(config, rows).to_numpy(), index=rows[ITEM_ID])
+    shown = pd.Series(_shown(columns, rows).to_numpy(), index=rows[ITEM_ID])
     queue = pd.DataFrame(
         {
             ITEM_ID: waiting[ITEM_ID].to_numpy(),

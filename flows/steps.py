@@ -17,8 +17,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from flows import relabel
 from sluice import errors, fingerprint, tracking
 from sluice.checkpoints import checkpoint_folder, claim_checkpoints
-from sluice.config import PipelineConfig, TuningConfig
+from sluice.config import ColumnsConfig, DemoConfig, PipelineConfig, RegisterConfig, TuningConfig, sections_hash
 from sluice.home import Home
+from sluice.labelstudio_settings import LabelStudioSettings
 from sluice.secrets import resolve_secret
 from tasks import clean as clean_stage
 from tasks import data_quality, demo_data, generation_run, sql_source
@@ -29,18 +30,23 @@ from tasks import report as report_stage
 from tasks import train as train_stage
 from tasks import tune as tune_stage
 from tasks import validate as validate_stage
+from tasks.clean import CleanConfig
 from tasks.columns import FOLD, ITEM_ID, LABEL
 from tasks.evaluate import evaluate_predictions
 from tasks.generation import GenerationConfig
+from tasks.ingest import SourceConfig
 from tasks.label_quality import Inputs, audit_test_metrics, flag_label_issues, oof_from_training
+from tasks.labels import LabelsConfig
 from tasks.leakage import LeakageReport
 from tasks.modalities import all_role_columns, get_modality, modality_names
 from tasks.promotion import Comparison, OnnxParity, select_compared_items
 from tasks.quarantine import concat_quarantine, update_quarantine
+from tasks.split import SplitConfig
 
 
 # --- caching: keys are content hashes of a task's inputs (data, its config section, the code) ---------------
-def _suite(config: PipelineConfig, which: str) -> Path | None:
+def suite_path(config: PipelineConfig, which: str) -> Path | None:
+    """The expectation suite file `expectations.<which>` names, resolved against the project root; None for none."""
     name = getattr(config.expectations, which)
     return config.resolve_path(name) if name else None
 
@@ -50,50 +56,51 @@ def _keyed(stage: str, *parts: object) -> str | None:
 
 
 def _key_validate_raw(_: object, p: dict[str, Any]) -> str | None:
-    config: PipelineConfig = p["config"]
+    suite: Path | None = p["suite"]
     return _keyed(
         "validate-raw",
         p["snapshot"].snapshot_id,
-        fingerprint.file_hash(_suite(config, "raw_suite")),
-        config.section_hash("columns", "labels", "expectations"),
+        fingerprint.file_hash(suite),
+        sections_hash(columns=p["columns"], labels=p["labels"]),
+        str(suite) if suite else "-",
         p["home"].root,
     )
 
 
 def _key_clean(_: object, p: dict[str, Any]) -> str | None:
-    config: PipelineConfig = p["config"]
     # The modality's item check (unreadable files) reads the role columns of train.task.
     return _keyed(
-        "clean", fingerprint.frame_hash(p["data"]), config.section_hash("clean", "columns"), config.train.task
+        "clean",
+        fingerprint.frame_hash(p["data"]),
+        sections_hash(clean=p["settings"], columns=p["columns"]),
+        p["modality"],
     )
 
 
 def _key_validate_clean(_: object, p: dict[str, Any]) -> str | None:
-    config: PipelineConfig = p["config"]
-    suite = fingerprint.file_hash(_suite(config, "clean_suite"))
+    suite = fingerprint.file_hash(p["suite"])
     return _keyed("validate-clean", fingerprint.frame_hash(p["data"]), suite, p["home"].root)
 
 
-def _holdout_file(config: PipelineConfig) -> Path | None:
+def holdout_file(config: PipelineConfig) -> Path | None:
+    """The holdout file `split.holdout` names, resolved against the project root; None for none (or a fraction)."""
     return config.resolve_path(config.split.holdout) if isinstance(config.split.holdout, str) else None
 
 
-def split_inputs(config: PipelineConfig, data: pd.DataFrame) -> str | None:
+def split_inputs(settings: SplitConfig, columns: ColumnsConfig, holdout: Path | None, data: pd.DataFrame) -> str | None:
     """The split's own inputs (data, settings, a holdout file), without the assignment it carries forward."""
-    holdout = _holdout_file(config)
     return _keyed(
         "split-inputs",
         fingerprint.frame_hash(data),
-        config.section_hash("split", "columns"),
+        sections_hash(split=settings, columns=columns),
         fingerprint.file_hash(holdout) if holdout else "-",
     )
 
 
 def _key_split(_: object, p: dict[str, Any]) -> str | None:
-    config: PipelineConfig = p["config"]
     home: Home = p["home"]
-    inputs = split_inputs(config, p["data"])
-    current, parent, made_from = split_stage.current_assignment_digest(home.splits, config.name)
+    inputs = split_inputs(p["settings"], p["columns"], p["holdout"], p["data"])
+    current, parent, made_from = split_stage.current_assignment_digest(home.splits, p["dataset"])
     # An assignment computed from these very inputs started from its parent: the same split again.
     base = parent if made_from is not None and made_from == inputs else current
     return _keyed("split", inputs, base or "-", home.root)
@@ -147,11 +154,27 @@ def training_data(config: PipelineConfig) -> TrainingData:
     return TrainingData(name=config.name, classes=list(config.labels.classes), columns=all_role_columns(config.columns))
 
 
-def quality_inputs(config: PipelineConfig) -> Inputs:
+def quality_inputs(columns: ColumnsConfig, modality: str) -> Inputs:
     """What the quick label-quality model reads: the text column where the modality reads text, else the features."""
-    reads_text = any(role.keyword == "text_col" for role in get_modality(config.train.task).roles)
-    text = config.columns.text if reads_text else None
-    return Inputs(text_col=text, feature_cols=tuple(config.columns.features), group_col=config.columns.group)
+    reads_text = any(role.keyword == "text_col" for role in get_modality(modality).roles)
+    text = columns.text if reads_text else None
+    return Inputs(text_col=text, feature_cols=tuple(columns.features), group_col=columns.group)
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """What the labels step reads: the labels section, and for label issues (`labels.label_issues`) the quick
+    model's settings (columns, train), the modality, and the Label Studio server of the relabel project."""
+
+    dataset: str
+    labels: LabelsConfig
+    columns: ColumnsConfig
+    train: train_stage.TrainConfig
+    labelstudio: LabelStudioSettings
+
+    @classmethod
+    def of(cls, config: PipelineConfig) -> LabelSettings:
+        return cls(config.name, config.labels, config.columns, config.train, config.labelstudio)
 
 
 def artifact_key(*parts: str) -> str:
@@ -213,174 +236,187 @@ def link_mlflow_run(dataset: str, tracking_uri: str, version: tracking.Registere
 
 
 @task(name="demo-data")
-def prepare_demo_data(config: PipelineConfig, home: Home) -> Path:
+def prepare_demo_data(demo: DemoConfig, source: SourceConfig, home: Home) -> Path:
     """Bundled real data written under the home as a plain file, which ingest then reads like any other."""
-    assert config.demo is not None
-    target = Path(config.source.path.format(home=home.root))
-    return demo_data.write_demo_data(config.demo.dataset, target, rows=config.demo.rows)
+    target = Path(source.path.format(home=home.root))
+    return demo_data.write_demo_data(demo.dataset, target, rows=demo.rows)
 
 
-def _read_source(config: PipelineConfig, home: Home) -> ingest_stage.Snapshot:
+def _read_source(source: SourceConfig, base_dir: Path, home: Home) -> ingest_stage.Snapshot:
     """Files into a snapshot, or a database table's new rows into the next snapshot of its chain."""
-    source = config.source
     if source.sql is not None:
         return sql_source.ingest_sql(
             source.sql, snapshot_root=home.snapshots, id_column=source.id_column, lookup_secret=resolve_secret
         )
-    paths = ingest_stage.resolve_sources(source.path.format(home=home.root), base_dir=config.base_dir)
+    paths = ingest_stage.resolve_sources(source.path.format(home=home.root), base_dir=base_dir)
     return ingest_stage.ingest_files(paths, snapshot_root=home.snapshots, config=source)
 
 
 @task(name="ingest", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
-def ingest(config: PipelineConfig, home: Home) -> ingest_stage.Snapshot:
-    snapshot = _read_source(config, home)
-    publish(f"{config.name}-ingest", snapshot.summary_markdown(), "Snapshot written by the ingest stage")
+def ingest(source: SourceConfig, base_dir: Path, dataset: str, home: Home) -> ingest_stage.Snapshot:
+    """The source into a snapshot; relative file paths are read from `base_dir` (the project root)."""
+    snapshot = _read_source(source, base_dir, home)
+    publish(f"{dataset}-ingest", snapshot.summary_markdown(), "Snapshot written by the ingest stage")
     return snapshot
 
 
 @task(name="validate-raw", cache_key_fn=_key_validate_raw, **CACHED)
 def validate_raw(
-    config: PipelineConfig, home: Home, snapshot: ingest_stage.Snapshot
+    columns: ColumnsConfig,
+    labels: LabelsConfig,
+    suite: Path | None,
+    dataset: str,
+    home: Home,
+    snapshot: ingest_stage.Snapshot,
 ) -> tuple[pd.DataFrame, validate_stage.ValidationOutcome | None]:
+    """The configured columns are there, and the raw suite (`suite_path(config, "raw_suite")`) when one is set."""
     data = snapshot.load()
     ingest_stage.check_columns(
         data,
         {
-            "text": config.columns.text,
-            "group": config.columns.group,
-            "time": config.columns.time,
-            "label": config.labels.column if config.labels.source == "column" else None,
+            "text": columns.text,
+            "group": columns.group,
+            "time": columns.time,
+            "label": labels.column if labels.source == "column" else None,
         },
         where=f"snapshot {snapshot.snapshot_id} ({snapshot.source_names()})",
     )
-    if not config.expectations.raw_suite:
+    if suite is None:
         return data, None
     kept, outcome = validate_stage.validate_frame(
-        data,
-        config.resolve_path(config.expectations.raw_suite),
-        gx_root=home.gx,
-        asset=f"{config.name}-raw",
-        where=f"snapshot {snapshot.snapshot_id}",
+        data, suite, gx_root=home.gx, asset=f"{dataset}-raw", where=f"snapshot {snapshot.snapshot_id}"
     )
-    publish(f"{config.name}-expectations-raw", outcome.summary_markdown(), "Raw-data expectation suite")
+    publish(f"{dataset}-expectations-raw", outcome.summary_markdown(), "Raw-data expectation suite")
     return kept, outcome
 
 
 @task(name="clean", cache_key_fn=_key_clean, **CACHED)
-def clean(config: PipelineConfig, data: pd.DataFrame) -> clean_stage.CleanResult:
-    result = clean_stage.clean_frame(data, config.clean)
-    modality = get_modality(config.train.task)
-    reasons = modality.unusable_items(result.data, all_role_columns(config.columns))
-    result = clean_stage.quarantine_unusable(result, reasons, step=modality.name)
-    publish(f"{config.name}-clean", result.summary_markdown(), "Rows kept and quarantined by the clean stage")
+def clean(
+    settings: CleanConfig, columns: ColumnsConfig, modality: str, dataset: str, data: pd.DataFrame
+) -> clean_stage.CleanResult:
+    """The clean section's rules, then the modality's (train.task's) check of unusable items."""
+    result = clean_stage.clean_frame(data, settings)
+    kind = get_modality(modality)
+    reasons = kind.unusable_items(result.data, all_role_columns(columns))
+    result = clean_stage.quarantine_unusable(result, reasons, step=kind.name)
+    publish(f"{dataset}-clean", result.summary_markdown(), "Rows kept and quarantined by the clean stage")
     return result
 
 
 @task(name="validate-clean", cache_key_fn=_key_validate_clean, **CACHED)
 def validate_clean(
-    config: PipelineConfig, home: Home, data: pd.DataFrame, snapshot_id: str
+    suite: Path | None, dataset: str, home: Home, data: pd.DataFrame, snapshot_id: str
 ) -> tuple[pd.DataFrame, validate_stage.ValidationOutcome | None]:
-    if not config.expectations.clean_suite:
+    """The clean suite (`suite_path(config, "clean_suite")`) as a gate; no suite, no gate."""
+    if suite is None:
         return data, None
     kept, outcome = validate_stage.validate_frame(
-        data,
-        config.resolve_path(config.expectations.clean_suite),
-        gx_root=home.gx,
-        asset=f"{config.name}-clean",
-        where=f"the clean data of snapshot {snapshot_id}",
+        data, suite, gx_root=home.gx, asset=f"{dataset}-clean", where=f"the clean data of snapshot {snapshot_id}"
     )
-    publish(f"{config.name}-expectations-clean", outcome.summary_markdown(), "Clean-data expectation gate")
+    publish(f"{dataset}-expectations-clean", outcome.summary_markdown(), "Clean-data expectation gate")
     return kept, outcome
 
 
 @task(name="labels")
 def resolve_labels(
-    config: PipelineConfig, data: pd.DataFrame, consensus: pd.DataFrame | None, home: Home
+    settings: LabelSettings, data: pd.DataFrame, consensus: pd.DataFrame | None, home: Home
 ) -> labels_stage.LabelOutcome:
-    if config.labels.source == "none":
+    labels = settings.labels
+    if labels.source == "none":
         outcome = labels_stage.labels_absent(data)
-    elif config.labels.source == "column":
-        outcome = labels_stage.labels_from_column(data, config.labels)
-        if config.labels.label_issues == "relabel":
-            outcome = relabel_label_issues(config, home, outcome)
-        elif config.labels.label_issues != "off" and len(outcome.data):
-            outcome = find_label_issues(config, outcome)
+    elif labels.source == "column":
+        outcome = labels_stage.labels_from_column(data, labels)
+        if labels.label_issues == "relabel":
+            outcome = relabel_label_issues(settings, home, outcome)
+        elif labels.label_issues != "off" and len(outcome.data):
+            outcome = find_label_issues(settings, outcome)
     else:
         outcome = labels_stage.labels_from_annotation(
-            data,
-            consensus if consensus is not None else pd.DataFrame({ITEM_ID: [], "label": []}),
-            config.labels,
+            data, consensus if consensus is not None else pd.DataFrame({ITEM_ID: [], "label": []}), labels
         )
-    publish(f"{config.name}-labels", outcome.summary_markdown(), "Labels entering training")
+    publish(f"{settings.dataset}-labels", outcome.summary_markdown(), "Labels entering training")
     return outcome
 
 
 def relabel_label_issues(
-    config: PipelineConfig, home: Home, outcome: labels_stage.LabelOutcome
+    settings: LabelSettings, home: Home, outcome: labels_stage.LabelOutcome
 ) -> labels_stage.LabelOutcome:
     """Answers from the relabel project replace given labels; rows flagged now and unanswered go there and wait."""
-    client, project_id = relabel.open_relabel_project(config, home)
+    classes = settings.labels.classes
+    client, project_id = relabel.open_relabel_project(settings.dataset, classes, settings.labelstudio, home)
     with client:
-        answered = labels_stage.apply_relabels(
-            outcome, relabel.fetch_relabels(client, project_id), config.labels.classes
-        )
-        result = find_label_issues(config, answered) if len(answered.data) else answered
-        sent = relabel.send_for_relabel(config, client, project_id, result)
+        answered = labels_stage.apply_relabels(outcome, relabel.fetch_relabels(client, project_id), classes)
+        result = find_label_issues(settings, answered) if len(answered.data) else answered
+        sent = relabel.send_for_relabel(settings.columns, client, project_id, result)
     get_run_logger().info(
         "relabel project %s: %d rows relabelled, %d sent now", project_id, len(answered.relabelled), sent
     )
     return result
 
 
-def find_label_issues(config: PipelineConfig, outcome: labels_stage.LabelOutcome) -> labels_stage.LabelOutcome:
+def find_label_issues(settings: LabelSettings, outcome: labels_stage.LabelOutcome) -> labels_stage.LabelOutcome:
     """cleanlab's label issues on out-of-fold probabilities of the pipeline's own model; report, exclude or relabel."""
-    classes = config.labels.classes
-    proba = oof_from_training(
-        outcome.data, config=config.train, label_col=LABEL, classes=classes, inputs=quality_inputs(config)
-    )
+    classes, mode = settings.labels.classes, settings.labels.label_issues
+    inputs = quality_inputs(settings.columns, settings.train.task)
+    proba = oof_from_training(outcome.data, config=settings.train, label_col=LABEL, classes=classes, inputs=inputs)
     codes = pd.Index(classes).get_indexer(pd.Index(outcome.data[LABEL].astype(str)))
     flagged, confidence = flag_label_issues(codes, proba)
     suggested = [classes[i] for i in proba.argmax(axis=1)]
     result = labels_stage.apply_label_issues(
-        outcome, flagged, confidence, suggested, config.labels.label_issues, suggested_score=proba.max(axis=1)
+        outcome, flagged, confidence, suggested, mode, suggested_score=proba.max(axis=1)
     )
     if len(result.issues):
         create_table_artifact(
-            key=artifact_key(config.name, "label-issues"),
+            key=artifact_key(settings.dataset, "label-issues"),
             table=records(result.issues.head(100).astype(str)),
             description=f"Likely label errors (cleanlab find_label_issues), lowest self-confidence first; "
-            f"labels.label_issues: {config.labels.label_issues}",
+            f"labels.label_issues: {mode}",
         )
     return result
 
 
 @task(name="data-quality")
-def report_data_quality(config: PipelineConfig, data: pd.DataFrame, reports: Path) -> data_quality.DataQualityReport:
+def report_data_quality(
+    settings: data_quality.DataQualityConfig,
+    inputs: Inputs,
+    classes: list[str],
+    seed: int,
+    dataset: str,
+    data: pd.DataFrame,
+    reports: Path,
+) -> data_quality.DataQualityReport:
     """cleanlab Datalab on the labelled rows: a Prefect artifact, and files in the run's reports (MLflow artifacts)."""
-    report = data_quality.find_data_issues(
-        data, config.labels.classes, quality_inputs(config), config.data_quality, seed=config.split.seed
-    )
+    report = data_quality.find_data_issues(data, classes, inputs, settings, seed=seed)
     (reports / "data_quality.md").write_text(report.to_markdown())
     if len(report.issues):
         report.issues.to_csv(reports / "data_quality_issues.csv", index=False)
-    publish(f"{config.name}-data-quality", report.to_markdown(), "Data quality (cleanlab Datalab): top rows per issue")
+    publish(f"{dataset}-data-quality", report.to_markdown(), "Data quality (cleanlab Datalab): top rows per issue")
     return report
 
 
 @task(name="split", cache_key_fn=_key_split, **CACHED)
-def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split_stage.SplitOutcome, LeakageReport]:
-    """Train/val/test (and the holdout), carrying the dataset's assignment forward; the leakage report gates it."""
-    holdout = _holdout_file(config)
+def split(
+    settings: SplitConfig,
+    columns: ColumnsConfig,
+    holdout: Path | None,
+    dataset: str,
+    home: Home,
+    data: pd.DataFrame,
+) -> tuple[split_stage.SplitOutcome, LeakageReport]:
+    """Train/val/test (and the holdout), carrying the dataset's assignment forward; the leakage report gates it.
+
+    `columns` (the column roles) is part of the cache key, as `split_inputs` hashes it; `holdout` is
+    `holdout_file(config)`."""
     outcome = split_stage.split_frame(
         data,
-        config.split,
+        settings,
         manifest_root=home.splits,
-        dataset=config.name,
+        dataset=dataset,
         holdout_ids=split_stage.read_holdout_ids(holdout) if holdout else None,
     )
     report = split_stage.check_leakage(outcome)
     publish(
-        f"{config.name}-split",
+        f"{dataset}-split",
         outcome.summary_markdown() + "\n\n" + report.to_markdown(),
         "Split and leakage",
     )
@@ -391,10 +427,10 @@ def split(config: PipelineConfig, home: Home, data: pd.DataFrame) -> tuple[split
 
 
 @task(name="carry-split-assignment")
-def carry_assignment(config: PipelineConfig, outcome: split_stage.SplitOutcome, inputs: str | None) -> Path:
+def carry_assignment(dataset: str, outcome: split_stage.SplitOutcome, inputs: str | None) -> Path:
     """Record the split as the dataset's current assignment, so the next run keeps every item's split."""
     assignment = split_stage.commit_assignment(outcome, made_from=inputs)
-    publish(f"{config.name}-split-assignment", outcome.describe_assignment(), "The split assignment carried forward")
+    publish(f"{dataset}-split-assignment", outcome.describe_assignment(), "The split assignment carried forward")
     return assignment.path
 
 
@@ -513,20 +549,20 @@ def train(
 
 @task(name="test")
 def test(
-    config: PipelineConfig, result: train_stage.TrainResult, frame: pd.DataFrame, run_dir: Path
+    data: TrainingData, result: train_stage.TrainResult, frame: pd.DataFrame, run_dir: Path
 ) -> report_stage.TestReport:
     report = report_stage.score_test_split(
         result.predictor,
         frame,
         label_col=LABEL,
-        classes=config.labels.classes,
+        classes=data.classes,
         history=result.history,
         out_dir=run_dir / "reports",
     )
-    publish(f"{config.name}-test", report.summary_markdown(), "Test metrics on the held-out split")
+    publish(f"{data.name}-test", report.summary_markdown(), "Test metrics on the held-out split")
     if not report.mistakes.empty:
         create_table_artifact(
-            key=artifact_key(config.name, "confident-mistakes"),
+            key=artifact_key(data.name, "confident-mistakes"),
             table=records(report.mistakes.astype(str)),
             description="Most confident mistakes on the test split: candidates for label review",
         )
@@ -538,15 +574,15 @@ AUDIT_MIN_QUALITY = 0.8  # CROWDLAB consensus quality above which a test label i
 
 @task(name="test-label-audit")
 def audit_test(
-    config: PipelineConfig, result: train_stage.TrainResult, frame: pd.DataFrame, quality: pd.DataFrame
+    data: TrainingData, result: train_stage.TrainResult, frame: pd.DataFrame, quality: pd.DataFrame
 ) -> dict[str, float | int]:
     """Test metrics on the test items whose consensus quality is high, beside those on all test items."""
     proba = result.predictor.predict_proba(frame)
     audit = audit_test_metrics(
-        frame, proba, quality, label_col=LABEL, classes=config.labels.classes, min_quality=AUDIT_MIN_QUALITY
+        frame, proba, quality, label_col=LABEL, classes=data.classes, min_quality=AUDIT_MIN_QUALITY
     )
     publish(
-        f"{config.name}-test-label-audit",
+        f"{data.name}-test-label-audit",
         f"### Test-set label audit\n\nOn the {audit.get('rows', 0)} of {len(frame)} test items whose consensus "
         f"quality is at least {AUDIT_MIN_QUALITY}: "
         + ", ".join(f"{k} {v:.4f}" for k, v in audit.items() if k != "rows"),
@@ -557,11 +593,11 @@ def audit_test(
 
 @task(name="onnx-export")
 def export_onnx(
-    config: PipelineConfig, result: train_stage.TrainResult, sample: pd.DataFrame, path: Path
+    registry: RegisterConfig, result: train_stage.TrainResult, sample: pd.DataFrame, path: Path
 ) -> OnnxParity:
     """The network as ONNX beside the pyfunc model, and its parity with PyTorch (the gate and the tags read it)."""
     parity = report_stage.export_onnx_checked(
-        result.predictor, sample, path, tolerance=config.registry.promotion.onnx_tolerance
+        result.predictor, sample, path, tolerance=registry.promotion.onnx_tolerance
     )
     if not parity.passed:
         get_run_logger().warning("%s", parity.describe())
@@ -569,10 +605,10 @@ def export_onnx(
 
 
 @task(name="find-existing-version")
-def find_existing(config: PipelineConfig, tracking_uri: str, key: str) -> tracking.RegisteredVersion | None:
+def find_existing(registry: RegisterConfig, tracking_uri: str, key: str) -> tracking.RegisteredVersion | None:
     tracking.configure_tracking(tracking_uri)
     try:
-        return tracking.find_version_by_tag(config.registry.model_name, "sluice.input_key", key)
+        return tracking.find_version_by_tag(registry.model_name, "sluice.input_key", key)
     except tracking.TrackingError as exc:  # train anyway: the model is kept locally and registered later
         get_run_logger().warning("cannot check for an existing version: %s", exc)
         return None
@@ -580,12 +616,12 @@ def find_existing(config: PipelineConfig, tracking_uri: str, key: str) -> tracki
 
 @task(name="find-champion")
 def find_champion(
-    config: PipelineConfig, tracking_uri: str, home: Home, run_dir: Path
+    registry: RegisterConfig, tracking_uri: str, home: Home, run_dir: Path
 ) -> tuple[tracking.RegisteredVersion, pd.DataFrame] | str | None:
     """The champion and the split manifest it was trained with; None without one; a reason when it cannot be used."""
     tracking.configure_tracking(tracking_uri)
     try:
-        champion = tracking.version_for_alias(config.registry.model_name, "champion")
+        champion = tracking.version_for_alias(registry.model_name, "champion")
     except tracking.TrackingError as exc:
         return f"the champion lookup failed: {exc}"
     if champion is None:
@@ -601,7 +637,8 @@ def find_champion(
 
 @task(name="compare-with-champion")
 def compare_with_champion(
-    config: PipelineConfig,
+    registry: RegisterConfig,
+    data: TrainingData,
     tracking_uri: str,
     champion: tuple[tracking.RegisteredVersion, pd.DataFrame],
     outcome: split_stage.SplitOutcome,
@@ -611,11 +648,11 @@ def compare_with_champion(
     tracking.configure_tracking(tracking_uri)
     version, manifest = champion
     basis, frame = select_compared_items(outcome.data, manifest)
-    classes, y_true = config.labels.classes, frame[LABEL].astype(str).tolist()
+    classes, y_true = data.classes, frame[LABEL].astype(str).tolist()
     scores: dict[str, dict[str, float]] = {"challenger": {}, "champion": {}}
     if len(frame):
         try:
-            theirs = tracking.predict_proba(config.registry.model_name, version.version, frame, classes)
+            theirs = tracking.predict_proba(registry.model_name, version.version, frame, classes)
         except tracking.TrackingError as exc:
             return str(exc)
         for who, proba in (("challenger", result.predictor.predict_proba(frame)), ("champion", theirs)):
@@ -628,7 +665,7 @@ def compare_with_champion(
         champion=scores["champion"],
     )
     publish(
-        f"{config.name}-champion-comparison",
+        f"{data.name}-champion-comparison",
         f"### Compared with champion v{version.version}\n\n{compared.describe()}",
         "The champion and this version on the same unseen items",
     )
@@ -637,12 +674,12 @@ def compare_with_champion(
 
 @task(name="fine-tune-generator")
 def train_generator(
-    config: PipelineConfig, frames: dict[str, pd.DataFrame], model_dir: Path
+    settings: GenerationConfig, dataset: str, frames: dict[str, pd.DataFrame], model_dir: Path
 ) -> generation_run.GenerationResult:
     """Fine-tune the language model, test perplexity once, and its samples (train.task: generation)."""
-    result = generation_run.train_generator(config.generation or GenerationConfig(), frames, model_dir)
+    result = generation_run.train_generator(settings, frames, model_dir)
     publish(
-        f"{config.name}-generation",
+        f"{dataset}-generation",
         f"### Test perplexity {result.test_perplexity:.2f}\n\n{result.samples_markdown()}",
         "The fine-tuned generator: test perplexity and samples",
     )
@@ -650,11 +687,11 @@ def train_generator(
 
 
 @task(name="register", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=900, retry_condition_fn=retry_on_io)
-def register(config: PipelineConfig, tracking_uri: str, record: dict[str, Any]) -> tracking.RegisteredVersion:
+def register(dataset: str, tracking_uri: str, record: dict[str, Any]) -> tracking.RegisteredVersion:
     tracking.configure_tracking(tracking_uri)
     version = tracking.log_training_run(**record)
     publish(
-        f"{config.name}-register",
+        f"{dataset}-register",
         f"### Registered `{version.model_name}` version {version.version}\n\n"
         f"- run: `{version.run_id}`\n- tracking: `{version.tracking_uri}`\n"
         f"- aliases: {', '.join(version.aliases) or 'none'}\n\n{record['description']}",

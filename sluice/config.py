@@ -309,8 +309,7 @@ class PipelineConfig(BaseModel):
 
     def section_hash(self, *sections: str) -> str:
         """Content hash of some config sections: a cache and idempotency key."""
-        dumped = self.model_dump(mode="json", include=set(sections))
-        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+        return sections_hash(**{name: getattr(self, name) for name in sections})
 
     def flat_params(self) -> dict[str, str]:
         """Every setting as a flat `section.key` -> string map (MLflow params)."""
@@ -325,6 +324,12 @@ class PipelineConfig(BaseModel):
 
         _walk("", self.model_dump(mode="json"))
         return flat
+
+
+def sections_hash(**sections: BaseModel | None) -> str:
+    """Content hash of config sections by name (what `PipelineConfig.section_hash` hashes): a cache key part."""
+    dumped = {name: None if section is None else section.model_dump(mode="json") for name, section in sections.items()}
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _project_root(config_path: Path) -> Path:

@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.labelstudio, pytest.mark.usefixtures("prefect_server",
 
 @flow(name="relabel-test-labels")
 def _labels(config_path: str, data_path: str, home: str) -> LabelOutcome:
-    return steps.resolve_labels(load_config(config_path), pd.read_parquet(data_path), None, Home.resolve(home))
+    return steps.resolve_labels(
+        steps.LabelSettings.of(load_config(config_path)), pd.read_parquet(data_path), None, Home.resolve(home)
+    )
 
 
 def _rows(outcome: LabelOutcome) -> int:
@@ -54,7 +56,7 @@ def test_flagged_rows_wait_for_relabel_and_the_answers_replace_the_given_labels(
     waiting = set(first.issues.loc[first.issues["awaiting_relabel"], ITEM_ID])
     assert waiting and set(first.awaiting[ITEM_ID]) == waiting and not waiting & set(first.data[ITEM_ID])
     config = load_config(config_path)
-    client, project_id = open_relabel_project(config, home)
+    client, project_id = open_relabel_project(config.name, config.labels.classes, config.labelstudio, home)
     tasks = {t["data"][ITEM_ID]: t for t in labelstudio_client.export_tasks(project_id)}
     assert set(tasks) == waiting
     suggestions = labelstudio_client.list_predictions(project_id).set_index(ITEM_ID)["label"]
