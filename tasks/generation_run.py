@@ -27,15 +27,11 @@ from tasks.generation import (
     prepare_lm,
     save_lm,
 )
-from tasks.leakage import LeakageReport
-from tasks.partition import SplitOutcome
 from tasks.promotion import PromotionDecision
-from tasks.registration import Registration
-from tasks.report import RowAccount
-from tasks.validate import ValidationOutcome
+from tasks.registration import Registration, RunRecord
 
 if TYPE_CHECKING:
-    from sluice.config import PipelineConfig
+    pass
 
 GENERATOR_ARTIFACT = "generator"  # the saved model directory's name in the MLflow model's artifacts
 _PROMPT_WORDS = 3  # a sample's prompt: the first words of a test text
@@ -95,39 +91,12 @@ def decide_generation(
     return PromotionDecision(promote=check.passed, checks=[check], approval=approval)
 
 
-@dataclass
-class GenerationRun:
+@dataclass(kw_only=True)
+class GenerationRun(RunRecord):
     """Everything a generation run's registration records."""
 
-    config: PipelineConfig
-    snapshot_id: str
-    snapshot_path: Path
-    run_dir: Path
-    account: RowAccount
-    quarantine_path: Path
-    suites: list[ValidationOutcome]
-    split: SplitOutcome
-    assignment_path: Path
-    leakage: LeakageReport
     result: GenerationResult
-    decision: PromotionDecision
-    code_version: str
-    input_key: str
-    """The idempotency key: a rerun with the same inputs reports this version instead of training."""
-    git_commit: str = "unknown"
-    flow_run_id: str = ""
-    flow_run_url: str = ""
-    artifacts_dir: Path | None = None
-    registration_key: str = ""
     extra_tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.run_dir / "reports"
-
-    @property
-    def split_dir(self) -> Path:
-        return self.run_dir / "split"
 
 
 def build_generation_card(run: GenerationRun) -> str:

@@ -33,9 +33,10 @@ if TYPE_CHECKING:  # the annotation outcome is a plain dataclass of the annotati
     from sluice.config import PipelineConfig
 
 
-@dataclass
-class RunOutcome:
-    """Everything the stages of one run produced that its registration records."""
+@dataclass(kw_only=True)
+class RunRecord:
+    """What the registration of any run records, whichever kind of model it trained (`RunOutcome` for a
+    classifier, `tasks.generation_run.GenerationRun` for a generator)."""
 
     config: PipelineConfig
     snapshot_id: str
@@ -44,25 +45,14 @@ class RunOutcome:
     account: RowAccount
     quarantine_path: Path
     suites: list[ValidationOutcome]
-    labelled: LabelOutcome
-    annotated: AnnotationOutcome | None
     split: SplitOutcome
     assignment_path: Path
     """The carried-forward split assignment this run wrote (its stem is the assignment's hash)."""
-    frames: dict[str, pd.DataFrame]
     leakage: LeakageReport
-    train_config: TrainConfig
-    trained: TrainResult
-    tested: TestReport
-    onnx: OnnxParity
     decision: PromotionDecision
     input_key: str
+    """The idempotency key: a rerun with the same inputs reports this version instead of training."""
     code_version: str
-    trials: list[dict[str, Any]] = field(default_factory=list)
-    cv: CVResult | None = None
-    audit: dict[str, float | int] = field(default_factory=dict)
-    """Test metrics on the test items whose consensus quality is at least `audit_min_quality`."""
-    audit_min_quality: float = 0.0
     # Filled by the flow at registration: where the run came from and where its artifacts go.
     git_commit: str = "unknown"
     flow_run_id: str = ""
@@ -79,6 +69,24 @@ class RunOutcome:
     @property
     def split_dir(self) -> Path:
         return self.run_dir / "split"
+
+
+@dataclass(kw_only=True)
+class RunOutcome(RunRecord):
+    """Everything the stages of a classifier's run produced that its registration records."""
+
+    labelled: LabelOutcome
+    annotated: AnnotationOutcome | None
+    frames: dict[str, pd.DataFrame]
+    train_config: TrainConfig
+    trained: TrainResult
+    tested: TestReport
+    onnx: OnnxParity
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    cv: CVResult | None = None
+    audit: dict[str, float | int] = field(default_factory=dict)
+    """Test metrics on the test items whose consensus quality is at least `audit_min_quality`."""
+    audit_min_quality: float = 0.0
 
     @property
     def predictor_dir(self) -> Path:
