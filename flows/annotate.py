@@ -608,14 +608,7 @@ def annotation_sync(
     if config.demo is not None:
         steps.prepare_demo_data(config.demo, config.source, where)
     snapshot = steps.ingest(config.source, config.base_dir, config.name, where)
-    raw, raw_outcome = steps.validate_raw(
-        config.columns, config.labels, steps.suite_path(config, "raw_suite"), config.name, where, snapshot
-    )
-    cleaned = steps.clean(config.clean, config.columns, config.train.task, config.name, raw)
-    items, clean_outcome = steps.validate_clean(
-        steps.suite_path(config, "clean_suite"), config.name, where, cleaned.data, snapshot.snapshot_id
-    )
-    suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
+    items, cleaned, suites = steps.validated_items(config, where, snapshot)
     quarantine_path = steps.persist_quarantine(where, snapshot, suites, cleaned.quarantine)
 
     # --- annotation ----------------------------------------------------------------------------------

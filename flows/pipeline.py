@@ -26,6 +26,7 @@ from tasks.generation_run import (
 )
 from tasks.ingest import Snapshot
 from tasks.labels import LabelOutcome
+from tasks.leakage import LeakageReport
 from tasks.model_card import review_summary
 from tasks.partition import SplitOutcome, write_gap_rows
 from tasks.promotion import Comparison, OnnxParity, PromotionDecision, decide_promotion, input_key
@@ -226,6 +227,14 @@ def _registered_summary(
     }
 
 
+def _split(config: PipelineConfig, where: Home, data: pd.DataFrame) -> tuple[SplitOutcome, LeakageReport, Path]:
+    """The split and its leakage report, and the assignment it carries forward to the next run."""
+    holdout = steps.holdout_file(config)
+    split, leakage = steps.split(config.split, config.columns, holdout, config.name, where, data)
+    inputs = steps.split_inputs(config.split, config.columns, holdout, data)
+    return split, leakage, steps.carry_assignment(config.name, split, inputs)
+
+
 @flow(name="sluice-pipeline", log_prints=False, on_failure=[steps.report_failure])
 def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None = None) -> dict[str, Any]:
     """Raw files to a registered MLflow model version, one stage after another."""
@@ -245,12 +254,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     logger.info("snapshot %s: %d rows, %d quarantined", snapshot.snapshot_id, snapshot.rows, snapshot.quarantined)
 
     # --- raw expectations, clean, clean expectations (the gate) ------------------------------------------
-    raw, raw_outcome = steps.validate_raw(
-        config.columns, config.labels, steps.suite_path(config, "raw_suite"), config.name, where, snapshot
-    )
-    cleaned = steps.clean(config.clean, config.columns, config.train.task, config.name, raw)
-    clean_suite = steps.suite_path(config, "clean_suite")
-    gated, clean_outcome = steps.validate_clean(clean_suite, config.name, where, cleaned.data, snapshot.snapshot_id)
+    gated, cleaned, suites = steps.validated_items(config, where, snapshot)
 
     # --- annotation: Label Studio, agreement gate, consensus (labels.source: annotation) ------------------
     use_annotation = config.labels.source == "annotation"
@@ -262,7 +266,6 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
     )
 
     # --- account for every row, by item id (written now, so a run the split gate stops keeps it) --------
-    suites = [o for o in (raw_outcome, clean_outcome) if o is not None]
     snapshot_ids = snapshot.load_item_ids()
     stages = [snapshot.load_quarantine(), *(o.quarantine for o in suites), cleaned.quarantine, labelled.quarantine]
     quarantine = concat_quarantine(stages)
@@ -292,10 +295,7 @@ def pipeline(config_path: str = "configs/rotten_tomatoes.yaml", home: str | None
         )
 
     # --- split + leakage gate (assigned items keep their split; the holdout stays frozen) -------------
-    holdout = steps.holdout_file(config)
-    split, leakage = steps.split(config.split, config.columns, holdout, config.name, where, labelled.data)
-    inputs_key = steps.split_inputs(config.split, config.columns, holdout, labelled.data)
-    assignment_path = steps.carry_assignment(config.name, split, inputs_key)
+    split, leakage, assignment_path = _split(config, where, labelled.data)
     frames = split.frames()
 
     # --- account again, through the split: copies quarantined, gap rows kept in their own file ---------

@@ -317,6 +317,20 @@ def validate_clean(
     return kept, outcome
 
 
+def validated_items(
+    config: PipelineConfig, home: Home, snapshot: ingest_stage.Snapshot
+) -> tuple[pd.DataFrame, clean_stage.CleanResult, list[validate_stage.ValidationOutcome]]:
+    """The raw suite, clean, the clean suite, each given its sections: the items, the clean result, the suites run."""
+    raw, raw_outcome = validate_raw(
+        config.columns, config.labels, suite_path(config, "raw_suite"), config.name, home, snapshot
+    )
+    cleaned = clean(config.clean, config.columns, config.train.task, config.name, raw)
+    items, clean_outcome = validate_clean(
+        suite_path(config, "clean_suite"), config.name, home, cleaned.data, snapshot.snapshot_id
+    )
+    return items, cleaned, [o for o in (raw_outcome, clean_outcome) if o is not None]
+
+
 @task(name="labels")
 def resolve_labels(
     settings: LabelSettings, data: pd.DataFrame, consensus: pd.DataFrame | None, home: Home

@@ -57,7 +57,8 @@ def test_validate_keys_follow_the_suite_file(tmp_path: Path) -> None:
     before = steps._key_validate_raw(None, raw), steps._key_validate_clean(None, clean)
     assert before == (steps._key_validate_raw(None, dict(raw)), steps._key_validate_clean(None, dict(clean)))
     assert steps._key_validate_raw(None, dict(raw, suite=None)) != before[0]
-    assert steps._key_validate_raw(None, dict(raw, labels=LabelsConfig(column="label", classes=["a", "c"]))) != before[0]
+    relabelled = LabelsConfig(column="label", classes=["a", "c"])
+    assert steps._key_validate_raw(None, dict(raw, labels=relabelled)) != before[0]
     suite.write_text('{"changed": true}')
     assert steps._key_validate_raw(None, raw) != before[0]
     assert steps._key_validate_clean(None, clean) != before[1]
